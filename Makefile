@@ -1,0 +1,37 @@
+# Switchboard. Two commands on a fresh machine: `make up` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXAMPLE_CONFIG := services/gateway/examples/gateway.example.yaml
+
+.PHONY: up test lint perf clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) is required (install Python 3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+## up: run the gateway on the example configuration (the console and backend join in later issues)
+up: $(STAMP)
+	$(BIN)/switchboard gateway --config $(EXAMPLE_CONFIG)
+
+## lint: ruff and the import-linter layering contracts
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+## test: install what the tests need, lint, and run every test
+test: lint
+	$(BIN)/python -m pytest -q
+
+## perf: benchmarks that print figures (gateway overhead vs direct and vs Portkey)
+perf: $(STAMP)
+	$(BIN)/python tests/perf/bench_gateway.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

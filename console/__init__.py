@@ -1,0 +1,1 @@
+"""The on-call console (Textual TUI) and the ``switchboard`` command line."""

@@ -1,0 +1,1 @@
+"""Collectors that poll the gateway, Prometheus, vLLM and Kubernetes; never import Textual."""

@@ -1,0 +1,1 @@
+"""Switchboard's services: the gateway, and (in later work) the bundled backend, bench and kubesim."""

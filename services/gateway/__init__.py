@@ -1,0 +1,1 @@
+"""The LLM gateway: OpenAI-compatible data plane, routing, health, metrics and admin API."""

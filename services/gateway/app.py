@@ -1,0 +1,186 @@
+"""The gateway's ASGI application.
+
+A plain ASGI callable rather than a framework: the data plane is two POST paths on the hot path,
+and a framework's request objects and middleware stack cost more than all of routing and health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from time import perf_counter
+from typing import Any
+
+from services.gateway.errors import RequestError, error_body
+from services.gateway.metrics import status_class
+from services.gateway.providers.base import Endpoint
+from services.gateway.proxy import parse_request, routing_context, serve_complete, serve_stream
+from services.gateway.routing import NoTargetError
+from services.gateway.runtime import Gateway
+from services.gateway.state_view import gateway_state
+
+log = logging.getLogger("switchboard.gateway")
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+COMPLETION_PATHS: dict[str, Endpoint] = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
+JSON = b"application/json"
+
+
+async def _respond(send: Send, status: int, body: bytes, content_type: bytes = JSON) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise asyncio.CancelledError
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise RequestError(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+class GatewayApp:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        self._routes: dict[tuple[str, str], Callable[[], Awaitable[tuple[int, bytes, bytes]]]] = {
+            ("GET", "/health"): self._health,
+            ("GET", "/ready"): self._ready,
+            ("GET", "/metrics"): self._metrics,
+            ("GET", "/v1/models"): self._models,
+            ("GET", "/admin/state"): self._state,
+        }
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        endpoint = COMPLETION_PATHS.get(path)
+        if endpoint is not None and method == "POST":
+            await self._completion(endpoint, scope, receive, send)
+            return
+        handler = self._routes.get((method, path))
+        if handler is None:
+            known = endpoint is not None or any(p == path for _, p in self._routes)
+            status = 405 if known else 404
+            await _respond(send, status, error_body(status, f"{method} {path} is not served here"))
+            return
+        status, body, content_type = await handler()
+        await _respond(send, status, body, content_type)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.gw.start_providers()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.gw.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _completion(self, endpoint: Endpoint, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        started = perf_counter()
+        gw = self.gw
+        route = "unknown"
+        status = 500
+        gw.in_flight += 1
+        guard = _DisconnectGuard(send)
+        send = guard.send
+        watcher: asyncio.Task[None] | None = None
+        try:
+            raw = await _read_body(receive)
+            payload = parse_request(endpoint, raw, gw.config.routes)
+            route = payload["model"]
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+                       if k.startswith(b"x-switchboard-")}
+            plan = gw.router.plan(route, routing_context(headers, payload))
+            watcher = asyncio.create_task(guard.watch(receive))
+            serve = serve_stream if payload.get("stream") else serve_complete
+            gw.metrics.child("in_flight", route).inc()
+            try:
+                status = await serve(gw, endpoint, plan, payload, send, started)
+            finally:
+                gw.metrics.child("in_flight", route).dec()
+        except RequestError as exc:
+            status = exc.status
+            await _respond(send, status, exc.body())
+        except NoTargetError as exc:
+            status = 503
+            await _respond(send, status, error_body(503, str(exc), code="no_available_target"))
+        except asyncio.CancelledError:
+            if not guard.client_gone or guard.task.uncancel() > 0:
+                raise
+            status = 499
+        except Exception:
+            log.exception("unexpected error serving %s", scope["path"])
+            status = 500
+            await _respond(send, 500, error_body(500, "internal gateway error"))
+        finally:
+            gw.in_flight -= 1
+            if watcher is not None:
+                watcher.cancel()
+            if route in gw.config.routes:
+                gw.metrics.child("requests", route, status_class(status)).inc()
+
+    async def _health(self) -> tuple[int, bytes, bytes]:
+        return 200, b'{"status":"ok"}', JSON
+
+    async def _ready(self) -> tuple[int, bytes, bytes]:
+        ready, reason = self.gw.ready()
+        body = json.dumps({"status": "ready" if ready else "not_ready", "reason": reason}).encode()
+        return (200 if ready else 503), body, JSON
+
+    async def _metrics(self) -> tuple[int, bytes, bytes]:
+        for target in self.gw.config.targets:
+            self.gw.publish_health(target)
+        return 200, self.gw.metrics.render(), self.gw.metrics.content_type.encode()
+
+    async def _models(self) -> tuple[int, bytes, bytes]:
+        data = [{"id": name, "object": "model", "created": int(self.gw.started_at), "owned_by": "switchboard"}
+                for name in self.gw.config.routes]
+        return 200, json.dumps({"object": "list", "data": data}).encode(), JSON
+
+    async def _state(self) -> tuple[int, bytes, bytes]:
+        return 200, gateway_state(self.gw).model_dump_json().encode(), JSON
+
+
+class _DisconnectGuard:
+    """Cancels the request's task when the client goes away, so the upstream request is cancelled too.
+
+    After the last body message uvicorn's ``receive`` also answers ``http.disconnect``; the guard
+    tracks the response's end through ``send`` so that this is not mistaken for the client leaving.
+    """
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.task = asyncio.current_task()
+        self.finished = False
+        self.client_gone = False
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            self.finished = True
+        await self._send(message)
+
+    async def watch(self, receive: Receive) -> None:
+        message = await receive()
+        if message["type"] == "http.disconnect" and not self.finished and self.task and not self.task.done():
+            self.client_gone = True
+            self.task.cancel()

@@ -1,0 +1,226 @@
+"""Gateway configuration: one YAML file, validated with pydantic.
+
+A bad file fails start-up with :class:`ConfigError`, whose message names the file, the key path and
+what was expected. Secrets never live in the file: a target names the environment variable that
+holds its API key.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ContextField = Literal["tier", "task", "quality", "latency_budget_ms", "estimated_tokens"]
+
+
+class ConfigError(Exception):
+    """The configuration file cannot be used; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(_Strict):
+    connect_s: float = Field(5.0, gt=0)
+    ttft_s: float = Field(30.0, gt=0, description="time to first token (first byte for non-streaming)")
+    stall_s: float = Field(30.0, gt=0, description="longest silence between two stream chunks")
+    total_s: float = Field(300.0, gt=0)
+
+
+class Price(_Strict):
+    input_per_1k: float = Field(0.0, ge=0)
+    output_per_1k: float = Field(0.0, ge=0)
+
+
+class Target(_Strict):
+    provider: Literal["openai", "anthropic"]
+    model: str = Field(min_length=1)
+    base_url: str | None = None
+    api_key_env: str | None = Field(
+        None, description="environment variable holding the API key; the target is disabled when unset"
+    )
+    timeouts: Timeouts = Timeouts()
+    price: Price = Price()
+    max_connections: int = Field(256, ge=1)
+
+
+class Pool(_Strict):
+    targets: dict[str, Annotated[int, Field(ge=0, le=100)]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _not_all_zero(self) -> Pool:
+        if not any(self.targets.values()):
+            raise ValueError("at least one target weight must be above 0")
+        return self
+
+
+class Comparison(_Strict):
+    """An operator on one context field: ``{lt: 500}``, ``{ne: high}``, ``{in: [a, b]}``."""
+
+    eq: str | int | None = None
+    ne: str | int | None = None
+    lt: float | None = None
+    le: float | None = None
+    gt: float | None = None
+    ge: float | None = None
+    in_: list[str | int] | None = Field(None, alias="in")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class PoolRequirement(_Strict):
+    """Health a target must show for a rule to use its pool (the seed's 'available and ...')."""
+
+    max_ema_latency_ms: float | None = Field(None, gt=0)
+    max_error_rate: float | None = Field(None, ge=0, le=1)
+
+
+class Rule(_Strict):
+    name: str = Field(min_length=1)
+    match: dict[ContextField, str | int | Comparison] = {}
+    pool: str | None = None
+    pools: list[str] | None = Field(None, description="first pool, in order, that has a qualifying target")
+    require: PoolRequirement = PoolRequirement()
+
+    @model_validator(mode="after")
+    def _one_pool_form(self) -> Rule:
+        if (self.pool is None) == (self.pools is None):
+            raise ValueError("give exactly one of 'pool' or 'pools'")
+        return self
+
+
+class Route(_Strict):
+    """What a client names in ``model``: a fixed pool, or an ordered rule set."""
+
+    pool: str | None = None
+    rules: list[Rule] | None = None
+    default_pool: str | None = Field(None, description="pool used when no rule matches")
+    fallback: list[str] = Field([], description="pools tried, in order, after the chosen one")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Route:
+        if (self.pool is None) == (self.rules is None):
+            raise ValueError("give exactly one of 'pool' or 'rules'")
+        return self
+
+
+class Breaker(_Strict):
+    error_rate_threshold: float = Field(0.5, gt=0, le=1)
+    min_requests: int = Field(10, ge=1)
+    cooldown_s: float = Field(30.0, gt=0)
+
+
+class Health(_Strict):
+    ema_alpha: float = Field(0.3, gt=0, le=1)
+    error_window_s: int = Field(60, ge=1, le=3600)
+    breaker: Breaker = Breaker()
+
+
+class Retry(_Strict):
+    max_retries: int = Field(2, ge=0, le=10, description="same-target retries on 5xx, timeout, connect")
+    backoff_base_s: float = Field(0.05, ge=0)
+    backoff_max_s: float = Field(1.0, ge=0)
+    budget_s: float = Field(2.0, ge=0, description="most time spent sleeping between retries per request")
+
+
+class Cooldowns(_Strict):
+    rate_limit_default_s: float = Field(5.0, ge=1, le=60, description="429 without Retry-After")
+    rate_limit_min_s: float = Field(1.0, ge=0)
+    rate_limit_max_s: float = Field(60.0, ge=1)
+    auth_s: float = Field(60.0, gt=0, description="after 401, 403 or 404")
+
+
+class Server(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    grace_period_s: float = Field(20.0, ge=0)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = False
+
+
+class GatewayConfig(_Strict):
+    server: Server = Server()
+    health: Health = Health()
+    retry: Retry = Retry()
+    cooldowns: Cooldowns = Cooldowns()
+    targets: dict[str, Target] = Field(min_length=1)
+    pools: dict[str, Pool] = Field(min_length=1)
+    routes: dict[str, Route] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> GatewayConfig:
+        problems: list[str] = []
+        for pool_name, pool in self.pools.items():
+            for target in pool.targets:
+                if target not in self.targets:
+                    problems.append(f"pools.{pool_name}.targets.{target}: unknown target")
+        for route_name, route in self.routes.items():
+            named = [("pool", route.pool), ("default_pool", route.default_pool)]
+            named += [(f"fallback[{i}]", p) for i, p in enumerate(route.fallback)]
+            for i, rule in enumerate(route.rules or []):
+                named.append((f"rules[{i}].pool", rule.pool))
+                named += [(f"rules[{i}].pools[{j}]", p) for j, p in enumerate(rule.pools or [])]
+            for where, pool_name in named:
+                if pool_name is not None and pool_name not in self.pools:
+                    problems.append(f"routes.{route_name}.{where}: unknown pool '{pool_name}'")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def api_key(self, target_name: str) -> str | None:
+        """The target's API key from its environment variable, or None when unset."""
+        env = self.targets[target_name].api_key_env
+        return os.environ.get(env) or None if env else None
+
+    def enabled(self, target_name: str) -> bool:
+        """A target whose key variable is named but unset is disabled (its cloud is not configured)."""
+        target = self.targets[target_name]
+        return target.api_key_env is None or self.api_key(target_name) is not None
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def parse_config(data: Any, source: str) -> GatewayConfig:
+    """Validate already-loaded YAML data; ``source`` names the file in error messages."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  {_format_location(err['loc'])}: {msg}")
+        raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines)) from None
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(data, str(path))
+
+
+def example_config_path(name: str = "gateway.example.yaml") -> Path:
+    """Path of an example config shipped inside the package."""
+    return Path(str(resources.files("services.gateway") / "examples" / name))

@@ -1,0 +1,52 @@
+"""OpenAI's error body shape and the status codes the gateway answers with."""
+
+from __future__ import annotations
+
+import json
+
+from services.gateway.health import ErrorClass
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    499: "client_closed_request",
+    502: "upstream_error",
+    503: "service_unavailable",
+    504: "timeout_error",
+}
+
+# When every attempt failed, the client sees the status that best describes the last failure.
+FINAL_STATUS = {
+    ErrorClass.RATE_LIMIT: 429,
+    ErrorClass.TIMEOUT: 504,
+    ErrorClass.AUTH: 502,
+    ErrorClass.SERVER: 502,
+    ErrorClass.CONNECT: 502,
+    ErrorClass.MALFORMED: 502,
+}
+
+
+def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None) -> bytes:
+    error_type = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return json.dumps({"error": {"message": message, "type": error_type, "param": param, "code": code}}).encode()
+
+
+class RequestError(Exception):
+    """A request the gateway refuses before routing it."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+
+    def body(self) -> bytes:
+        return error_body(self.status, self.message, code=self.code, param=self.param)

@@ -1,0 +1,1 @@
+"""One adapter per upstream API; adapters never import each other."""

@@ -1,0 +1,63 @@
+"""The gateway's live state: configuration, one provider client and one health record per target."""
+
+from __future__ import annotations
+
+import time
+
+from services.gateway.config import GatewayConfig
+from services.gateway.health import BreakerState, TargetHealth
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.providers.base import Provider
+from services.gateway.routing import Router
+
+
+def build_provider(name: str, config: GatewayConfig) -> Provider:
+    target = config.targets[name]
+    if target.provider == "anthropic":
+        from services.gateway.providers.anthropic import AnthropicProvider
+
+        return AnthropicProvider(name, target, config.api_key(name))
+    from services.gateway.providers.openai_compat import OpenAICompatProvider
+
+    return OpenAICompatProvider(name, target, config.api_key(name))
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, source: str = "<memory>") -> None:
+        self.config = config
+        self.source = source
+        self.started_at = time.time()
+        self.enabled = {name for name in config.targets if config.enabled(name)}
+        self.health = {name: TargetHealth(config.health) for name in config.targets}
+        self.router = Router(config, self.health, self.enabled)
+        self.metrics = GatewayMetrics()
+        self.metrics.set_weights(self.router.weights)
+        self.providers: dict[str, Provider] = {}
+        self.in_flight = 0
+
+    def start_providers(self) -> None:
+        """Build every enabled target's client inside the running loop, before the first request."""
+        for target in self.enabled:
+            self.provider(target)
+
+    def provider(self, target: str) -> Provider:
+        provider = self.providers.get(target)
+        if provider is None:
+            provider = self.providers[target] = build_provider(target, self.config)
+        return provider
+
+    def publish_health(self, target: str) -> None:
+        health = self.health[target]
+        self.metrics.set_breaker(target, health.breaker, health.cooling_down())
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.enabled:
+            return False, "no target is enabled (check the API key environment variables)"
+        if all(self.health[t].breaker is BreakerState.OPEN and not self.health[t].available() for t in self.enabled):
+            return False, "every enabled target has an open circuit breaker"
+        return True, "ok"
+
+    async def aclose(self) -> None:
+        for provider in self.providers.values():
+            await provider.aclose()
+        self.providers.clear()

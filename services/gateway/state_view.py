@@ -1,0 +1,67 @@
+"""Builds the read-only ``/admin/state`` document from the live gateway."""
+
+from __future__ import annotations
+
+import time
+
+from services.admin_api import GatewayState, PoolState, TargetState, TargetStatus
+from services.gateway.health import BreakerState
+from services.gateway.runtime import Gateway
+
+_BREAKER_NAMES = {BreakerState.CLOSED: "closed", BreakerState.HALF_OPEN: "half_open", BreakerState.OPEN: "open"}
+
+
+def _status(enabled: bool, drained: bool, breaker: BreakerState, cooling: bool) -> TargetStatus:
+    if not enabled:
+        return "disabled"
+    if drained:
+        return "drained"
+    if breaker is BreakerState.OPEN:
+        return "open"
+    if cooling:
+        return "cooling_down"
+    if breaker is BreakerState.HALF_OPEN:
+        return "half_open"
+    return "healthy"
+
+
+def gateway_state(gw: Gateway) -> GatewayState:
+    mono_now, wall_now = time.monotonic(), time.time()
+    targets = []
+    for name, target in gw.config.targets.items():
+        snap = gw.health[name].snapshot()
+        enabled, drained = name in gw.enabled, name in gw.router.drained
+        left = snap.cooldown_until - mono_now if snap.cooldown_until is not None else None
+        targets.append(TargetState(
+            name=name,
+            provider=target.provider,
+            model=target.model,
+            status=_status(enabled, drained, snap.breaker, left is not None),
+            enabled=enabled,
+            drained=drained,
+            breaker=_BREAKER_NAMES[snap.breaker],
+            cooldown_until=wall_now + left if left is not None else None,
+            cooldown_left_s=left,
+            cooldown_reason=snap.cooldown_reason,
+            ema_latency_ms=snap.ema_latency_ms,
+            error_rate=snap.error_rate,
+            window_requests=snap.window_requests,
+            requests_per_s=snap.requests_per_s,
+            p50_ms=snap.p50_ms,
+            p99_ms=snap.p99_ms,
+        ))
+    pools = [
+        PoolState(name=name, weights=dict(weights), available=gw.router.pool_available(name))
+        for name, weights in gw.router.weights.items()
+    ]
+    ready, reason = gw.ready()
+    return GatewayState(
+        started_at=gw.started_at,
+        config_source=gw.source,
+        ready=ready,
+        ready_reason=reason,
+        in_flight=gw.in_flight,
+        routes=list(gw.config.routes),
+        targets=targets,
+        pools=pools,
+    )
