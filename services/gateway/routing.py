@@ -81,11 +81,13 @@ class Router:
         health: dict[str, TargetHealth],
         enabled: set[str],
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.health = health
         self.enabled = enabled
         self.rng = rng or random.Random()
+        self.clock = clock
         self.weights: dict[str, dict[str, int]] = {name: dict(pool.targets) for name, pool in config.pools.items()}
         self.drained: set[str] = set()
         self._rules = {
@@ -115,7 +117,7 @@ class Router:
         return True
 
     def pool_available(self, pool: str, require: PoolRequirement | None = None, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         require = require or PoolRequirement()
         return any(self._qualifies(target, require, now) for target, _ in self._in_service(pool))
 
@@ -153,7 +155,7 @@ class Router:
         return ordered
 
     def plan(self, route: str, ctx: RoutingContext) -> Plan:
-        now = time.monotonic()
+        now = self.clock()
         pool, rule = self.choose_pool(route, ctx, now)
         chain = [pool, *(p for p in self.config.routes[route].fallback if p != pool)]
         attempts: list[tuple[str, str]] = []

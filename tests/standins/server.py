@@ -420,7 +420,9 @@ class Standin:
         """Bind, start serving in a daemon thread, and return once connections are accepted."""
         if self._thread is not None:
             raise RuntimeError("stand-in already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto must be IPPROTO_TCP, not 0: asyncio only sets TCP_NODELAY on accepted sockets whose proto
+        # says TCP, and without it every small response write waits ~40 ms for a delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.host, self.port))

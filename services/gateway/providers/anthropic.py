@@ -69,12 +69,6 @@ ERROR_TYPE_STATUS: Final[Mapping[str, int]] = {
 
 IMAGE_MEDIA_TYPES: Final = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
-_CREATE_KWARGS: Final = frozenset(
-    {"model", "max_tokens", "messages", "system", "stop_sequences", "tools", "tool_choice", "metadata"}
-)
-"""Keys of a translated request that ``messages.create`` takes as keyword arguments; others go in
-``extra_body``."""
-
 _MALFORMED_DATA: Final = (ValueError, KeyError, IndexError, TypeError, AttributeError)
 """What reading an unexpected JSON shape raises (``json.JSONDecodeError`` is a ``ValueError``)."""
 
@@ -138,7 +132,9 @@ def translate_content(content: Any, role: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
     if not isinstance(content, list):
-        raise _client_error(f"message content must be a string or a list of parts, not {type(content).__name__}")
+        raise _client_error(
+            f"message content must be a string or a list of parts, not {type(content).__name__}"
+        )
     blocks: list[dict[str, Any]] = []
     for part in content:
         kind = part.get("type") if isinstance(part, Mapping) else None
@@ -160,13 +156,17 @@ def translate_tool_calls(tool_calls: Sequence[Mapping[str, Any]]) -> list[dict[s
     blocks: list[dict[str, Any]] = []
     for call in tool_calls:
         if call.get("type", "function") != "function":
-            raise _client_error(f"tool call of type {call.get('type')!r} is not supported by Anthropic targets")
+            raise _client_error(
+                f"tool call of type {call.get('type')!r} is not supported by Anthropic targets"
+            )
         function = call["function"]
         arguments = function.get("arguments") or "{}"
         try:
             tool_input = json.loads(arguments)
         except ValueError:
-            raise _client_error(f"tool call {call.get('id')!r} has arguments that are not valid JSON") from None
+            raise _client_error(
+                f"tool call {call.get('id')!r} has arguments that are not valid JSON"
+            ) from None
         if not isinstance(tool_input, dict):
             raise _client_error(f"tool call {call.get('id')!r} arguments must be a JSON object")
         blocks.append({"type": "tool_use", "id": call["id"], "name": function["name"], "input": tool_input})
@@ -202,7 +202,9 @@ def translate_messages(messages: Sequence[Mapping[str, Any]]) -> tuple[str | Non
         if role == "user":
             target_role, blocks = "user", translate_content(content, "user")
         elif role == "assistant":
-            blocks = translate_content(content, "assistant") + translate_tool_calls(message.get("tool_calls") or [])
+            blocks = translate_content(content, "assistant") + translate_tool_calls(
+                message.get("tool_calls") or []
+            )
             target_role = "assistant"
         elif role == "tool":
             target_role, blocks = "user", [translate_tool_result(message)]
@@ -240,7 +242,7 @@ def translate_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def translate_tool_choice(tool_choice: Any, parallel_tool_calls: bool | None) -> dict[str, Any] | None:
-    """OpenAI ``tool_choice`` (and ``parallel_tool_calls``) as Anthropic's ``tool_choice``; None: leave it out."""
+    """OpenAI ``tool_choice`` and ``parallel_tool_calls`` as Anthropic's ``tool_choice`` (None: send none)."""
     choice: dict[str, Any]
     if tool_choice is None:
         if parallel_tool_calls is not False:
@@ -287,7 +289,7 @@ def _refuse_unsupported(payload: Mapping[str, Any], endpoint: Endpoint) -> None:
     if payload.get("n") not in (None, 1):
         raise _client_error("n > 1 is not supported by Anthropic targets")
     if endpoint == "chat":
-        if payload.get("logprobs") or payload.get("top_logprobs") is not None:
+        if payload.get("logprobs") or payload.get("top_logprobs"):
             raise _client_error("logprobs are not supported by Anthropic targets")
     elif payload.get("logprobs") is not None:
         raise _client_error("logprobs are not supported by Anthropic targets")
@@ -296,7 +298,9 @@ def _refuse_unsupported(payload: Mapping[str, Any], endpoint: Endpoint) -> None:
     if payload.get("audio") is not None or any(m != "text" for m in payload.get("modalities") or ()):
         raise _client_error("audio output is not supported by Anthropic targets")
     if payload.get("functions") is not None or payload.get("function_call") is not None:
-        raise _client_error("the legacy functions/function_call fields are not supported; use tools/tool_choice")
+        raise _client_error(
+            "the legacy functions/function_call fields are not supported; use tools/tool_choice"
+        )
     if payload.get("echo"):
         raise _client_error("echo is not supported by Anthropic targets")
     if payload.get("best_of") not in (None, 1):
@@ -306,7 +310,11 @@ def _refuse_unsupported(payload: Mapping[str, Any], endpoint: Endpoint) -> None:
 
 
 def _common_params(payload: Mapping[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
-    params: dict[str, Any] = {"model": payload["model"], "max_tokens": _max_tokens(payload), "messages": messages}
+    params: dict[str, Any] = {
+        "model": payload["model"],
+        "max_tokens": _max_tokens(payload),
+        "messages": messages,
+    }
     stop = _stop_sequences(payload.get("stop"))
     if stop:
         params["stop_sequences"] = stop
@@ -328,15 +336,18 @@ def translate_chat_request(payload: Mapping[str, Any]) -> dict[str, Any]:
     if payload.get("tools"):
         params["tools"] = translate_tools(payload["tools"])
     tool_choice = translate_tool_choice(payload.get("tool_choice"), payload.get("parallel_tool_calls"))
-    if tool_choice is not None and (params.get("tools") or tool_choice["type"] == "none"):
+    if tool_choice is not None and "tools" in params:
         params["tool_choice"] = tool_choice
     response_format = payload.get("response_format")
     if isinstance(response_format, Mapping) and response_format.get("type") not in (None, "text"):
         if response_format["type"] != "json_schema":
             raise _client_error(
-                f"response_format {response_format['type']!r} is not supported by Anthropic targets; use json_schema"
+                f"response_format {response_format['type']!r} is not supported by Anthropic targets; "
+                "use json_schema"
             )
-        params["output_config"] = {"format": {"type": "json_schema", "schema": response_format["json_schema"]["schema"]}}
+        params["output_config"] = {
+            "format": {"type": "json_schema", "schema": response_format["json_schema"]["schema"]}
+        }
     return params
 
 
@@ -347,7 +358,9 @@ def translate_completions_request(payload: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
     if not isinstance(prompt, str):
-        raise _client_error("prompt must be one string for Anthropic targets (token arrays and batches are not supported)")
+        raise _client_error(
+            "prompt must be one string for Anthropic targets (token arrays and batches are not supported)"
+        )
     if not prompt:
         raise _client_error("prompt must not be empty")
     return _common_params(payload, [{"role": "user", "content": [{"type": "text", "text": prompt}]}])
@@ -377,7 +390,10 @@ def finish_reason(stop_reason: str | None) -> str | None:
 
 def usage_from_anthropic(usage: Mapping[str, Any]) -> Usage:
     """Anthropic usage as prompt and completion tokens; cached input counts as prompt tokens."""
-    prompt = sum(usage.get(key) or 0 for key in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"))
+    prompt = sum(
+        usage.get(key) or 0
+        for key in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+    )
     return Usage(prompt_tokens=prompt, completion_tokens=usage.get("output_tokens") or 0)
 
 
@@ -401,7 +417,10 @@ def translate_response(endpoint: Endpoint, message: Mapping[str, Any], created: 
                 {
                     "id": block["id"],
                     "type": "function",
-                    "function": {"name": block["name"], "arguments": json.dumps(block["input"], ensure_ascii=False)},
+                    "function": {
+                        "name": block["name"],
+                        "arguments": json.dumps(block["input"], ensure_ascii=False),
+                    },
                 }
             )
     usage = usage_from_anthropic(message["usage"])
@@ -428,7 +447,9 @@ def parse_response(endpoint: Endpoint, raw: bytes, created: int) -> UpstreamResp
             raise ValueError(f"expected a message object, got type {message.get('type')!r}")
         return translate_response(endpoint, message, created)
     except _MALFORMED_DATA as exc:
-        raise UpstreamError(ErrorClass.MALFORMED, f"malformed Anthropic response: {exc!r}", status=200) from None
+        raise UpstreamError(
+            ErrorClass.MALFORMED, f"malformed Anthropic response: {exc!r}", status=200
+        ) from None
 
 
 def error_from_event(event: Mapping[str, Any]) -> UpstreamError:
@@ -437,7 +458,7 @@ def error_from_event(event: Mapping[str, Any]) -> UpstreamError:
     error = error if isinstance(error, Mapping) else {}
     error_type = str(error.get("type") or "unknown_error")
     status = ERROR_TYPE_STATUS.get(error_type, 500)
-    message = str(error.get("message") or error_type)
+    message = f"Anthropic stream {error_type}: {error.get('message') or '(no message)'}"
     return UpstreamError(classify_status(status), message, status=status, body=dict(event))
 
 
@@ -514,7 +535,7 @@ class StreamTranslator:
         return []  # thinking, signature and citation deltas
 
     def _update_usage(self, usage: Mapping[str, Any]) -> None:
-        """Input counts may come in ``message_start`` or, cumulative, in ``message_delta``: keep the latest."""
+        """Input counts come in ``message_start`` and may come, cumulative, in ``message_delta``."""
         for key in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
             if usage.get(key) is not None:
                 self._input[key] = int(usage[key])
@@ -548,8 +569,6 @@ def error_from_exception(exc: Exception) -> UpstreamError:
         return exc
     if isinstance(exc, anthropic.APIStatusError):
         body = exc.body if isinstance(exc.body, dict) else None
-        if exc.status_code < 400:  # an error the SDK raised from an in-stream event of a 200 response
-            return error_from_event(body or {})
         error_type = exc.type or "error"
         message = exc.api_message or exc.message
         return UpstreamError(
@@ -563,7 +582,7 @@ def error_from_exception(exc: Exception) -> UpstreamError:
         return UpstreamError(ErrorClass.TIMEOUT, f"Anthropic request timed out: {_cause(exc)}")
     if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError | httpx2.StreamError):
         return UpstreamError(ErrorClass.CONNECT, f"Anthropic connection failed: {_cause(exc)}")
-    if isinstance(exc, anthropic.APIResponseValidationError | _MALFORMED_DATA):
+    if isinstance(exc, (anthropic.APIResponseValidationError, *_MALFORMED_DATA)):
         return UpstreamError(ErrorClass.MALFORMED, f"malformed Anthropic response: {exc!r}")
     return UpstreamError(ErrorClass.SERVER, f"Anthropic call failed: {exc!r}")
 
@@ -586,15 +605,9 @@ def sdk_timeout(timeouts: Timeouts) -> httpx2.Timeout:
     return httpx2.Timeout(timeouts.total_s, connect=timeouts.connect_s)
 
 
-def _create_kwargs(params: Mapping[str, Any]) -> dict[str, Any]:
-    kwargs = {key: value for key, value in params.items() if key in _CREATE_KWARGS}
-    extra = {key: value for key, value in params.items() if key not in _CREATE_KWARGS}
-    if extra:
-        kwargs["extra_body"] = extra
-    return kwargs
-
-
-async def _stream_chunks(response: httpx2.Response, translator: StreamTranslator) -> AsyncIterator[StreamChunk]:
+async def _stream_chunks(
+    response: httpx2.Response, translator: StreamTranslator
+) -> AsyncIterator[StreamChunk]:
     """Decode the SSE body and translate it; every failure leaves as UpstreamError."""
     try:
         async for sse in anthropic.AsyncStream.raw_events(response):
@@ -634,22 +647,28 @@ class AnthropicProvider(Provider):
             http_client=anthropic.DefaultAioHttpClient(limits=limits, timeout=sdk_timeout(target.timeouts)),
         )
 
-    async def complete(self, endpoint: Endpoint, payload: dict[str, Any], timeouts: Timeouts) -> UpstreamResponse:
-        kwargs = _create_kwargs(translate_request(endpoint, payload))
+    async def complete(
+        self, endpoint: Endpoint, payload: dict[str, Any], timeouts: Timeouts
+    ) -> UpstreamResponse:
+        params = translate_request(endpoint, payload)
         created = int(time.time())
         try:
-            raw = await self._client.messages.with_raw_response.create(**kwargs, timeout=sdk_timeout(timeouts))
+            raw = await self._client.messages.with_raw_response.create(
+                **params, timeout=sdk_timeout(timeouts)
+            )
             body = await raw.read()
         except Exception as exc:
             raise error_from_exception(exc) from exc
         return parse_response(endpoint, body, created)
 
-    async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any], timeouts: Timeouts) -> UpstreamStream:
-        kwargs = _create_kwargs(translate_request(endpoint, payload))
+    async def open_stream(
+        self, endpoint: Endpoint, payload: dict[str, Any], timeouts: Timeouts
+    ) -> UpstreamStream:
+        params = translate_request(endpoint, payload)
         created = int(time.time())
         try:
             raw = await self._client.messages.with_raw_response.create(
-                **kwargs, stream=True, timeout=sdk_timeout(timeouts)
+                **params, stream=True, timeout=sdk_timeout(timeouts)
             )
         except Exception as exc:
             raise error_from_exception(exc) from exc

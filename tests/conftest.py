@@ -1,0 +1,39 @@
+"""Shared fixtures: stand-in upstreams and gateways on loopback, stopped after each test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.gateway_harness import RunningGateway
+from tests.standins import Standin
+
+
+@pytest.fixture
+def standin() -> Iterator[Callable[..., Standin]]:
+    started: list[Standin] = []
+
+    def make(kind: str = "openai", name: str = "up", **kwargs: Any) -> Standin:
+        server = Standin(kind=kind, name=name, reply=kwargs.pop("reply", f"Hello from {name}"), **kwargs).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def gateway() -> Iterator[Callable[[dict[str, Any]], RunningGateway]]:
+    started: list[RunningGateway] = []
+
+    def make(config: dict[str, Any]) -> RunningGateway:
+        running = RunningGateway(config).start()
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        running.stop()

@@ -1,0 +1,80 @@
+"""Runs a real gateway on loopback for tests: uvicorn in a background thread, real HTTP."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any, Self
+
+import httpx
+import uvicorn
+
+from services.gateway.config import GatewayConfig, parse_config
+from services.gateway.server import build_app, uvicorn_config
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def openai_target(url: str, model: str = "m", **extra: Any) -> dict[str, Any]:
+    return {"provider": "openai", "model": model, "base_url": url + "/v1", **extra}
+
+
+def fast_settings(**overrides: Any) -> dict[str, Any]:
+    """Health, retry and cooldown settings small enough for tests to watch them act."""
+    settings: dict[str, Any] = {
+        "server": {"log_level": "warning"},
+        "health": {"error_window_s": 60, "breaker": {"error_rate_threshold": 0.5, "min_requests": 4,
+                                                       "cooldown_s": 1.0}},
+        "retry": {"max_retries": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.05, "budget_s": 1.0},
+        "cooldowns": {"rate_limit_default_s": 5, "auth_s": 30},
+    }
+    settings.update(overrides)
+    return settings
+
+
+class RunningGateway:
+    """A gateway app served by uvicorn on a free port in a daemon thread."""
+
+    def __init__(self, config: dict[str, Any] | GatewayConfig) -> None:
+        self.config = config if isinstance(config, GatewayConfig) else parse_config(config, "<test>")
+        self.app = build_app(self.config)
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn_config(self.app, self.config, self.port))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def state(self) -> dict[str, Any]:
+        return httpx.get(self.url + "/admin/state").json()
+
+    def target_state(self, name: str) -> dict[str, Any]:
+        return next(t for t in self.state()["targets"] if t["name"] == name)
+
+    def metrics(self) -> str:
+        return httpx.get(self.url + "/metrics").text
