@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -50,6 +51,9 @@ def serve(config_path: str | Path, host: str | None = None, port: int | None = N
         config = config.model_copy(update={"server": config.server.model_copy(update={"host": host})})
     app = build_app(config, str(config_path))
     server = uvicorn.Server(uvicorn_config(app, config, port))
+    # uvicorn re-raises the signal it caught once it has drained; with the default handler that
+    # would kill the process by SIGTERM instead of exiting 0 after a clean drain.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server.run()
     return 0 if server.started else 1
 

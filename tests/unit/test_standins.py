@@ -203,7 +203,7 @@ def test_openai_chat_stream_without_usage(oai: Standin, oc: openai.OpenAI) -> No
     assert text == "Hello from up-a"
     assert [c.choices[0].delta.content for c in chunks[1:4]] == ["Hello", " from", " up-a"]
     assert chunks[-1].choices[0].finish_reason == "stop"
-    assert oai.completed_streams == 1 and oai.cancelled_streams == 0
+    assert wait_for(lambda: oai.completed_streams == 1) and oai.cancelled_streams == 0
     pairs = raw_sse(
         oai.url + "/v1/chat/completions",
         {"model": "m", "messages": USER, "stream": True},
