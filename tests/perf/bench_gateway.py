@@ -662,9 +662,10 @@ def row_summary(m: Measurement) -> str:
 @dataclass
 class SearchResult:
     path: str
-    max_rate: int
-    stopped_by: str
-    steps: list[Measurement]
+    max_rate: int = 0
+    lowest_failure: int | None = None
+    stopped_by: str = "rate cap reached"
+    steps: list[Measurement] = field(default_factory=list)
 
 
 def passes(m: Measurement, threshold_ms: float) -> bool:
@@ -683,27 +684,38 @@ def search_rates(opts: Options) -> Iterator[int]:
 
 
 def search(runner: Runner, targets: dict[str, Target], name: str, deadline: float) -> SearchResult:
-    """Step the rate up until p99 added latency reaches the threshold or an error occurs.
-
-    A step that fails narrowly (no errors, under twice the threshold) is tried once more: the
-    machine is noisy. The direct reference is measured right before each step.
-    """
-    opts = runner.opts
-    result = SearchResult(name, 0, "rate cap reached", [])
-    for rate in search_rates(opts):
+    """Step the rate up until p99 added latency reaches the threshold or an error occurs, then try
+    once halfway between the last rate that passed and the one that failed."""
+    result = SearchResult(name)
+    for rate in search_rates(runner.opts):
         if time.monotonic() > deadline:
             result.stopped_by = "time budget reached"
-            break
-        step = search_step(runner, targets, name, rate)
-        result.steps += step
-        if not passes(step[-1], opts.threshold_ms) and marginal(step[-1], opts.threshold_ms):
-            step = search_step(runner, targets, name, rate)
-            result.steps += step
-        if not passes(step[-1], opts.threshold_ms):
-            result.stopped_by = f"failed at {rate}/s"
+            return result
+        if not try_rate(runner, targets, name, rate, result):
             break
         result.max_rate = rate
+    if result.lowest_failure is None or time.monotonic() > deadline:
+        return result
+    middle = round((result.max_rate + result.lowest_failure) / 100) * 50
+    if result.max_rate < middle < result.lowest_failure and try_rate(runner, targets, name, middle, result):
+        result.max_rate = middle
     return result
+
+
+def try_rate(runner: Runner, targets: dict[str, Target], name: str, rate: int, result: SearchResult) -> bool:
+    """One search step; a narrow failure (no errors, under twice the threshold) is measured once more,
+    because the machine is noisy. Records the steps and the lowest failing rate in ``result``."""
+    threshold = runner.opts.threshold_ms
+    step = search_step(runner, targets, name, rate)
+    result.steps += step
+    if not passes(step[-1], threshold) and marginal(step[-1], threshold):
+        step = search_step(runner, targets, name, rate)
+        result.steps += step
+    if passes(step[-1], threshold):
+        return True
+    result.lowest_failure = min(rate, result.lowest_failure or rate)
+    result.stopped_by = f"failed at {result.lowest_failure}/s"
+    return False
 
 
 def search_step(runner: Runner, targets: dict[str, Target], name: str, rate: int) -> list[Measurement]:
@@ -743,7 +755,10 @@ def table(rows: Sequence[Measurement]) -> str:
 def sustained_line(searches: Sequence[SearchResult], threshold_ms: float) -> str:
     parts = []
     for s in searches:
-        shown = f"{s.max_rate}/s" if s.max_rate else f"<{s.steps[1].rate if s.steps else '?'}/s"
+        if s.max_rate:
+            shown = f"{s.max_rate}/s"
+        else:
+            shown = f"<{s.lowest_failure}/s" if s.lowest_failure else "not measured"
         parts.append(f"{s.path} {shown} ({s.stopped_by})")
     return f"max sustained rate (p99 added < {threshold_ms:g} ms, 0 errors): " + ", ".join(parts)
 
@@ -886,10 +901,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "options": asdict(opts),
         "preflight": result["checks"],
         "measurements": [asdict(m) for m in result["rows"]],
-        "max_sustained": [
-            {"path": s.path, "max_rate": s.max_rate, "stopped_by": s.stopped_by, "steps": [asdict(m) for m in s.steps]}
-            for s in result["searches"]
-        ],
+        "max_sustained": [asdict(s) for s in result["searches"]],
     }
     path = write_results(opts.results_dir, report)
     print(f"\nresults: {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}")

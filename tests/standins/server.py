@@ -328,8 +328,11 @@ class _App:
             # Keep the JSON truncated: an object missing its closing brace is never valid JSON.
             data = event.data[: max(1, len(event.data) // 2)] if fault.kind == "malformed" and data_lines == 2 else None
             last = i == len(events) - 1
+            if last:
+                # Counted before the final write so that a client which has seen the end of the stream
+                # can assert on completed_streams without polling.
+                self.standin._count("completed")
             await ex.send({"type": "http.response.body", "body": event.encode(data), "more_body": not last})
-        self.standin._count("completed")
 
     async def _end_stream_early(self, ex: _Exchange) -> None:
         if ex.disconnected.is_set():
@@ -524,12 +527,16 @@ class Standin:
 
     @property
     def completed_streams(self) -> int:
+        """Streams whose last event was sent; already counted when the client reads that event."""
         with self._lock:
             return self._completed
 
     @property
     def cancelled_streams(self) -> int:
-        """Streams whose client disconnected before the last event was sent."""
+        """Streams whose client disconnected before the last event was sent.
+
+        Counted when the server notices the disconnect (at its next write or while sleeping), so poll.
+        """
         with self._lock:
             return self._cancelled
 
