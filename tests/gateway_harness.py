@@ -20,8 +20,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# How openai targets send ("direct" or "sdk"); test modules that cover both switch it per test.
+CLIENT_MODE = "direct"
+
+
 def openai_target(url: str, model: str = "m", **extra: Any) -> dict[str, Any]:
-    return {"provider": "openai", "model": model, "base_url": url + "/v1", **extra}
+    return {"provider": "openai", "model": model, "base_url": url + "/v1", "client": CLIENT_MODE, **extra}
 
 
 def fast_settings(**overrides: Any) -> dict[str, Any]:

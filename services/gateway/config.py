@@ -48,6 +48,11 @@ class Target(_Strict):
     timeouts: Timeouts = Timeouts()
     price: Price = Price()
     max_connections: int = Field(256, ge=1)
+    client: Literal["direct", "sdk"] = Field(
+        "direct",
+        description="openai targets: 'sdk' sends every request through the openai SDK; 'direct' takes the "
+        "SDK's base URL and headers and sends through a pooled aiohttp session (about 0.4 ms less per request)",
+    )
 
 
 class Pool(_Strict):

@@ -8,10 +8,18 @@ import httpx
 import openai
 import pytest
 
+from tests import gateway_harness
 from tests.gateway_harness import fast_settings, free_port, openai_target
 from tests.standins import Fault
 
 MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture(autouse=True, params=["direct", "sdk"])
+def client_mode(request, monkeypatch) -> str:
+    """Every behaviour holds whether openai targets send directly or through the SDK's own client."""
+    monkeypatch.setattr(gateway_harness, "CLIENT_MODE", request.param)
+    return request.param
 
 
 def two_target_gateway(gateway, a, b, **target_extra):

@@ -41,6 +41,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -57,6 +58,7 @@ LOADGEN_SRC = HERE / "loadgen.c"
 PORTKEY_VERSION = "1.15.2"
 LOOPBACK = "127.0.0.1"
 PATHS = ("direct", "switchboard", "portkey")
+TRANSPORT_FAILURES = {0: "reset", 1: "timeout", 2: "connect"}  # loadgen's status codes under 100
 
 REQUEST_BODY = {"model": "bench", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 16}
 UPSTREAM_BODY = {
@@ -422,7 +424,7 @@ class Target:
     name: str
     port: int
     headers: dict[str, str]
-    pids: tuple[int, ...]  # processes of the system under test (CPU accounting)
+    pid: int  # the path's own process (nginx for direct): its CPU time is measured
 
     def raw_request(self) -> bytes:
         body = json.dumps(REQUEST_BODY).encode()
@@ -515,7 +517,8 @@ class Measurement:
     max_ms: float = math.nan
     send_lag_p99_ms: float = math.nan
     achieved_rps: float = 0.0
-    sut_cpu_cores: float = 0.0
+    sut_cpu_cores: float = 0.0  # CPU of the path's own process (gateway, or nginx for direct)
+    cpu_ms_per_req: float = 0.0
     loadgen_cpu_cores: float = 0.0
     machine_busy_pct: float = 0.0
     machine_steal_pct: float = 0.0
@@ -538,10 +541,11 @@ def read_samples(out_file: Path) -> tuple[list[float], list[float], dict[str, in
     for line in out_file.read_text().splitlines():
         lat_us, lag_us, status = line.split()
         lags.append(int(lag_us) / 1000)
-        if status.startswith("2"):
+        code = int(status)
+        if 200 <= code < 300:
             latencies.append(int(lat_us) / 1000)
         else:
-            key = "transport" if status == "0" else status
+            key = TRANSPORT_FAILURES.get(code, f"http {code}")
             errors[key] = errors.get(key, 0) + 1
     return sorted(latencies), sorted(lags), errors
 
@@ -562,13 +566,13 @@ class Runner:
             "--request", str(req_file), "--out", str(out_file),
             "--max-conns", str(self.opts.max_conns), "--timeout-ms", str(int(self.opts.timeout_s * 1000)),
         ]  # fmt: skip
-        cpu_before, machine_before = cpu_seconds(target.pids), machine_times()
+        cpu_before, machine_before = cpu_seconds([target.pid]), machine_times()
         limit = self.opts.warmup_s + duration_s + self.opts.timeout_s + 30
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
         except subprocess.TimeoutExpired:
             raise BenchError(f"load generator did not finish within {limit:.0f} s") from None
-        cpu_after, machine_after = cpu_seconds(target.pids), machine_times()
+        cpu_after, machine_after = cpu_seconds([target.pid]), machine_times()
         settle(target)
         if done.returncode != 0:
             raise BenchError(f"load generator failed ({done.returncode}): {done.stderr.strip()}")
@@ -578,6 +582,7 @@ class Runner:
         fill_latencies(m, out_file)
         m.achieved_rps = round(m.measured / duration_s, 1)
         m.sut_cpu_cores = round((cpu_after - cpu_before) / wall, 2)
+        m.cpu_ms_per_req = round((cpu_after - cpu_before) * 1000 / max(1, summary["sent"]), 3)
         m.loadgen_cpu_cores = round(summary["cpu_s"] / wall, 2)
         m.max_conns_used = summary["max_conns_used"]
         fill_machine_load(m, machine_before, machine_after)
@@ -639,9 +644,9 @@ def settle(target: Target, timeout_s: float = 10.0) -> None:
     """Wait until the system under test is idle (a backlog from an overloaded run is worked off)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        before = cpu_seconds(target.pids)
+        before = cpu_seconds([target.pid])
         time.sleep(0.25)
-        if cpu_seconds(target.pids) - before < 0.02:
+        if cpu_seconds([target.pid]) - before < 0.02:
             return
 
 
@@ -740,16 +745,23 @@ def fmt(value: float | None, width: int) -> str:
 def table(rows: Sequence[Measurement]) -> str:
     head = (
         f"{'path':<12}{'rate':>6}{'p50_ms':>9}{'p99_ms':>9}{'added_p50_ms':>14}{'added_p99_ms':>14}"
-        f"{'errors':>8}{'sut_cpu':>9}{'gen_cpu':>9}{'busy%':>7}"
+        f"{'errors':>8}{'cpu_ms/req':>12}{'gen_cpu':>9}{'busy%':>7}"
     )
     lines = [head]
     for m in rows:
         lines.append(
             f"{m.path:<12}{m.rate:>6}{fmt(m.p50_ms, 9)}{fmt(m.p99_ms, 9)}{fmt(m.added_p50_ms, 14)}"
-            f"{fmt(m.added_p99_ms, 14)}{m.errors:>8}{m.sut_cpu_cores:>9.2f}{m.loadgen_cpu_cores:>9.2f}"
+            f"{fmt(m.added_p99_ms, 14)}{m.errors:>8}{m.cpu_ms_per_req:>12.3f}{m.loadgen_cpu_cores:>9.2f}"
             f"{m.machine_busy_pct:>7.0f}"
         )
     return "\n".join(lines)
+
+
+LEGEND = (
+    "added_*: minus the mean of the two direct runs at that rate (negative or tiny: noise). "
+    "cpu_ms/req: CPU of the path's own process (gateway; nginx for direct) per request. "
+    "gen_cpu: load generator's cores. busy%: whole machine (every process, other users' too)."
+)
 
 
 def sustained_line(searches: Sequence[SearchResult], threshold_ms: float) -> str:
@@ -841,14 +853,14 @@ def versions(opts: Options, tools: Tools) -> dict[str, str]:
 
 def start_all(stack: contextlib.ExitStack, opts: Options, tools: Tools, workdir: Path) -> dict[str, Target]:
     nginx, upstream = start_nginx(stack, tools.nginx, workdir)
-    targets = {"direct": Target("direct", upstream, {}, (nginx.proc.pid,))}
+    targets = {"direct": Target("direct", upstream, {}, nginx.proc.pid)}
     log(f"nginx upstream on {LOOPBACK}:{upstream}")
     sb, sb_port = start_switchboard(stack, opts, workdir, upstream)
-    targets["switchboard"] = Target("switchboard", sb_port, {}, (sb.proc.pid, nginx.proc.pid))
+    targets["switchboard"] = Target("switchboard", sb_port, {}, sb.proc.pid)
     log(f"switchboard on {LOOPBACK}:{sb_port} ({opts.python} -m {opts.gateway_module})")
     if tools.node and tools.portkey_entry:
         pk, pk_port = start_portkey(stack, tools.node, tools.portkey_entry, workdir)
-        targets["portkey"] = Target("portkey", pk_port, portkey_headers(upstream), (pk.proc.pid, nginx.proc.pid))
+        targets["portkey"] = Target("portkey", pk_port, portkey_headers(upstream), pk.proc.pid)
         log(f"portkey {PORTKEY_VERSION} on {LOOPBACK}:{pk_port}")
     return targets
 
@@ -890,6 +902,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     print()
     print(table(result["rows"]))
+    print(textwrap.fill(LEGEND, 110))
     print()
     print(sustained_line(result["searches"], opts.threshold_ms))
     report = {

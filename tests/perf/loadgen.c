@@ -10,8 +10,8 @@
  *   loadgen --port P --rate R --duration S --warmup W --request FILE --out FILE
  *           [--max-conns N] [--timeout-ms T]
  * FILE holds the raw request bytes. For each request due after the warm-up, OUT gets one line
- * "latency_us send_lag_us status" (status 0: connect error, reset or timeout). Stdout gets one JSON
- * summary line.
+ * "latency_us send_lag_us status", where a status under 100 is a transport failure: 0 connection reset
+ * or closed, 1 timeout, 2 connect error. Stdout gets one JSON summary line.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -36,6 +36,7 @@
 #define TIMER_TAG UINT64_MAX
 
 enum state { FREE, CONNECTING, IDLE, BUSY };
+enum failure { RESET = 0, TIMEOUT = 1, CONNECT = 2 };
 
 typedef struct {
     int fd;
@@ -140,7 +141,7 @@ static void write_some(conn_t *c) {
                 return;
             }
             resets++;
-            finish_request(c->seq, 0, now_ns());
+            finish_request(c->seq, RESET, now_ns());
             close_conn(c);
             return;
         }
@@ -179,8 +180,9 @@ static void arm_timer(int tfd) {
     if (timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL) < 0) die("timerfd_settime");
 }
 
-/* Length of a complete response in buf, 0 when more bytes are needed; sets *status, *close_after. */
-static size_t response_length(conn_t *c, int *status, int *close_after) {
+/* Length of a complete response in buf, 0 when more bytes are needed; sets *status, *close_after,
+ * and *until_close for a body that ends when the server closes the connection. */
+static size_t response_length(conn_t *c, int *status, int *close_after, int *until_close) {
     c->buf[c->used] = '\0';
     char *end = strstr(c->buf, "\r\n\r\n");
     if (!end) return 0;
@@ -202,7 +204,8 @@ static size_t response_length(conn_t *c, int *status, int *close_after) {
         }
     }
     if (!chunked) {
-        if (clen < 0) return 0; /* read until the server closes */
+        *until_close = clen < 0;
+        if (clen < 0) return 0;
         return c->used >= head + (size_t)clen ? head + (size_t)clen : 0;
     }
     size_t pos = head;
@@ -222,7 +225,7 @@ static size_t response_length(conn_t *c, int *status, int *close_after) {
 
 static void on_readable(conn_t *c) {
     if (c->used >= BUF_SIZE - 1) {
-        finish_request(c->seq, 0, now_ns());
+        finish_request(c->seq, RESET, now_ns());
         close_conn(c);
         return;
     }
@@ -231,10 +234,9 @@ static void on_readable(conn_t *c) {
     int64_t now = now_ns();
     if (n <= 0) {
         if (c->st == BUSY) {
-            int status = 0, close_after = 0;
-            /* a body delimited by the server closing the connection */
-            if (n == 0 && c->used > 0 && strstr(c->buf, "\r\n\r\n")) response_length(c, &status, &close_after);
-            else resets++;
+            int status = RESET, close_after = 0, until_close = 0;
+            if (n == 0 && c->used > 0) response_length(c, &status, &close_after, &until_close);
+            if (!until_close) status = RESET, resets++;
             finish_request(c->seq, status, now);
         }
         close_conn(c);
@@ -242,8 +244,8 @@ static void on_readable(conn_t *c) {
     }
     if (c->st != BUSY) return; /* unexpected bytes on an idle connection: ignore */
     c->used += (size_t)n;
-    int status = 0, close_after = 0;
-    if (!response_length(c, &status, &close_after)) return;
+    int status = 0, close_after = 0, until_close = 0;
+    if (!response_length(c, &status, &close_after, &until_close)) return;
     finish_request(c->seq, status, now);
     c->seq = -1;
     if (close_after) {
@@ -262,7 +264,7 @@ static void on_writable(conn_t *c) {
         if (err) {
             connect_errors++;
             close_conn(c);
-            if (q_head < q_tail) finish_request(queue[q_head++], 0, now_ns());
+            if (q_head < q_tail) finish_request(queue[q_head++], CONNECT, now_ns());
             return;
         }
         n_connecting--;
@@ -280,7 +282,7 @@ static void expire(int64_t now) {
         conn_t *c = &conns[i];
         if (c->st == BUSY && now - due_ns(c->seq) - lag_ns[c->seq] > limit) {
             timeouts++;
-            finish_request(c->seq, 0, now);
+            finish_request(c->seq, TIMEOUT, now);
             close_conn(c);
         }
     }
@@ -372,8 +374,8 @@ static void run(void) {
     /* whatever is still queued or in flight at the deadline failed */
     int64_t now = now_ns();
     for (int i = 0; i < opt.max_conns; i++)
-        if (conns[i].st == BUSY) timeouts++, finish_request(conns[i].seq, 0, now);
-    while (q_head < q_tail) timeouts++, finish_request(queue[q_head++], 0, now);
+        if (conns[i].st == BUSY) timeouts++, finish_request(conns[i].seq, TIMEOUT, now);
+    while (q_head < q_tail) timeouts++, finish_request(queue[q_head++], TIMEOUT, now);
 }
 
 static void write_results(double wall_s) {

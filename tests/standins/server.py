@@ -310,7 +310,6 @@ class _App:
             **answer.headers,
         }
         await ex.send({"type": "http.response.start", "status": 200, "headers": _encode_headers(headers)})
-        data_lines = 0
         for i, event in enumerate(events):
             if i == action_at and fault.kind == "cut":
                 await self._cut(ex)
@@ -324,9 +323,8 @@ class _App:
             if ex.disconnected.is_set() or self._stopping():
                 await self._end_stream_early(ex)
                 return
-            data_lines += 1
-            # Keep the JSON truncated: an object missing its closing brace is never valid JSON.
-            data = event.data[: max(1, len(event.data) // 2)] if fault.kind == "malformed" and data_lines == 2 else None
+            # The second data line, truncated: an object missing its closing brace is never valid JSON.
+            data = event.data[: max(1, len(event.data) // 2)] if fault.kind == "malformed" and i == 1 else None
             last = i == len(events) - 1
             if last:
                 # Counted before the final write so that a client which has seen the end of the stream
@@ -536,6 +534,8 @@ class Standin:
         """Streams whose client disconnected before the last event was sent.
 
         Counted when the server notices the disconnect (at its next write or while sleeping), so poll.
+        A short stream is written in full within a millisecond, so a test that wants to see a
+        cancellation needs the stream still running: use Fault.delay or Fault.stall.
         """
         with self._lock:
             return self._cancelled

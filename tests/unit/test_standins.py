@@ -588,23 +588,17 @@ def test_anthropic_stall_and_cancel(ant: Standin, ac: anthropic.Anthropic) -> No
 
 def test_cli_runs_until_sigterm() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.standins", "--kind", "anthropic", "--port", "0", "--name", "cli-b"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "listening on http://127.0.0.1:" in line, line
-        url = line.rsplit(" ", 1)[-1].strip()
-        with anthropic.Anthropic(base_url=url, api_key="k", max_retries=0) as client:
-            assert [m.id for m in client.models.list()] == ["cli-b"]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=5) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    argv = [sys.executable, "-m", "tests.standins", "--kind", "anthropic", "--port", "0", "--name", "cli-b"]
+    with subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert "listening on http://127.0.0.1:" in line, line
+            url = line.rsplit(" ", 1)[-1].strip()
+            with anthropic.Anthropic(base_url=url, api_key="k", max_retries=0) as client:
+                assert [m.id for m in client.models.list()] == ["cli-b"]
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=5) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
