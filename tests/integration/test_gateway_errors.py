@@ -211,3 +211,31 @@ def test_bad_requests_get_openai_errors_and_touch_no_upstream(standin, gateway) 
     response = httpx.post(gw.url + "/v1/chat/completions", content=b"{not json")
     assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
     assert not a.requests and not b.requests
+
+
+def test_metrics_show_errors_fallbacks_cost_and_overhead_with_bounded_labels(standin, gateway) -> None:
+    a, b = standin(name="a"), standin(name="b")
+    gw = gateway({
+        **fast_settings(),
+        "targets": {"a": openai_target(a.url, "model-a"),
+                    "b": openai_target(b.url, "model-b", price={"input_per_1k": 1.0, "output_per_1k": 2.0})},
+        "pools": {"primary": {"targets": {"a": 100}}, "backup": {"targets": {"b": 100}}},
+        "routes": {"r": {"pool": "primary", "fallback": ["backup"]}},
+    })
+    a.push(Fault.status(429, retry_after=5))
+    client(gw).chat.completions.create(model="r", messages=MESSAGES, user="alice@example.com")
+    metrics = gw.metrics()
+    expected = [
+        'switchboard_upstream_errors_total{error_class="rate_limit",provider="openai",target="a"} 1.0',
+        'switchboard_fallbacks_total{error_class="rate_limit",from_target="a",route="r"} 1.0',
+        'switchboard_upstream_requests_total{pool="backup",provider="openai",status_class="2xx",target="b"} 1.0',
+        'switchboard_requests_total{route="r",status_class="2xx"} 1.0',
+        'switchboard_target_cooling_down{target="a"} 1.0',
+        'switchboard_breaker_state{target="a"} 0.0',
+        'switchboard_gateway_overhead_seconds_count{route="r"} 1.0',
+        'switchboard_in_flight_requests{route="r"} 0.0',
+        'switchboard_cost_usd_total{target="b"} 0.007',  # 1 prompt token at $1/1k + 3 completion at $2/1k
+    ]
+    for line in expected:
+        assert line in metrics, line
+    assert "alice" not in metrics and "client-key" not in metrics
