@@ -12,6 +12,17 @@ $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) is required (install Python 3.11)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
+# System packages the tests use; installed through apt-get when missing and running as root.
+SYSTEM_PACKAGES := redis-server:redis-server tmux:tmux
+
+.PHONY: system-packages
+system-packages:
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "make: missing system packages:$$missing (install them with apt-get)"; exit 1; fi; fi
+
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
@@ -26,7 +37,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 ## test: install what the tests need, lint, and run every test
-test: lint
+test: lint system-packages
 	$(BIN)/python -m pytest -q
 
 ## perf: benchmarks that print figures (gateway overhead vs direct and vs Portkey)

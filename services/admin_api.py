@@ -6,9 +6,11 @@ so the console never needs the gateway's internals.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+
+OPERATOR_HEADER = "x-switchboard-operator"
 
 TargetStatus = Literal["healthy", "half_open", "open", "cooling_down", "drained", "disabled"]
 BreakerName = Literal["closed", "half_open", "open"]
@@ -40,6 +42,11 @@ class PoolState(BaseModel):
 
 
 class GatewayState(BaseModel):
+    version: int  # the control-state version a write must name as its base_version
+    updated_at: float | None
+    updated_by: str | None
+    store: Literal["sqlite", "redis"]
+    degraded: str | None  # why the state store is unreachable; writes are refused meanwhile
     started_at: float
     config_source: str
     ready: bool
@@ -48,3 +55,65 @@ class GatewayState(BaseModel):
     routes: list[str]
     targets: list[TargetState]
     pools: list[PoolState]
+
+
+def _reason(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("a reason is required")
+    return value
+
+
+class WeightsChange(BaseModel):
+    """``PUT /admin/pools/{pool}/weights``: weights of some or all of the pool's targets."""
+
+    model_config = ConfigDict(extra="forbid")
+    weights: dict[str, Annotated[StrictInt, Field(ge=0, le=100)]] = Field(min_length=1)
+    base_version: StrictInt = Field(ge=0, description="the state version this change was based on")
+    reason: str = Field(max_length=500)
+
+    _check_reason = field_validator("reason")(_reason)
+
+
+class DrainChange(BaseModel):
+    """``POST /admin/targets/{target}/drain`` and ``/undrain``."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(max_length=500)
+    base_version: StrictInt | None = Field(None, ge=0, description="omit to apply on the current version")
+
+    _check_reason = field_validator("reason")(_reason)
+
+
+class AuditRecord(BaseModel):
+    version: int
+    time: float
+    actor: str  # the admin token's name
+    operator: str | None  # user@host from the x-switchboard-operator header
+    action: Literal["set_weights", "drain", "undrain"]
+    target: str
+    reason: str
+    before: Any
+    after: Any
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditRecord]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: str | None = None
+    param: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class ConflictResponse(BaseModel):
+    """409: the base version was stale; ``current`` is the state to review before retrying."""
+
+    error: ErrorDetail
+    current: GatewayState

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
 import threading
 import time
 from typing import Any, Self
@@ -10,7 +12,7 @@ from typing import Any, Self
 import httpx
 import uvicorn
 
-from services.gateway.config import GatewayConfig, parse_config
+from services.gateway.config import parse_config
 from services.gateway.server import build_app, uvicorn_config
 
 
@@ -18,6 +20,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+OPERATOR_TOKEN = "test-operator-token"
+VIEWER_TOKEN = "test-viewer-token"
+os.environ["SWITCHBOARD_TEST_OPERATOR_TOKEN"] = OPERATOR_TOKEN
+os.environ["SWITCHBOARD_TEST_VIEWER_TOKEN"] = VIEWER_TOKEN
+ADMIN_TOKENS = [
+    {"name": "test-operator", "role": "operator", "token_env": "SWITCHBOARD_TEST_OPERATOR_TOKEN"},
+    {"name": "test-viewer", "role": "viewer", "token_env": "SWITCHBOARD_TEST_VIEWER_TOKEN"},
+]
+
+
+def auth(token: str = OPERATOR_TOKEN, operator: str | None = None) -> dict[str, str]:
+    headers = {"authorization": f"Bearer {token}"}
+    if operator:
+        headers["x-switchboard-operator"] = operator
+    return headers
 
 
 # How openai targets send ("direct" or "sdk"); test modules that cover both switch it per test.
@@ -36,6 +55,7 @@ def fast_settings(**overrides: Any) -> dict[str, Any]:
                                                        "cooldown_s": 1.0}},
         "retry": {"max_retries": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.05, "budget_s": 1.0},
         "cooldowns": {"rate_limit_default_s": 5, "auth_s": 30},
+        "admin": {"tokens": ADMIN_TOKENS},
     }
     settings.update(overrides)
     return settings
@@ -44,8 +64,11 @@ def fast_settings(**overrides: Any) -> dict[str, Any]:
 class RunningGateway:
     """A gateway app served by uvicorn on a free port in a daemon thread."""
 
-    def __init__(self, config: dict[str, Any] | GatewayConfig) -> None:
-        self.config = config if isinstance(config, GatewayConfig) else parse_config(config, "<test>")
+    def __init__(self, config: dict[str, Any]) -> None:
+        config = {**config, "state": dict(config.get("state", {}))}
+        if config["state"].get("backend", "sqlite") == "sqlite":
+            config["state"].setdefault("path", os.path.join(tempfile.mkdtemp(prefix="sb-state-"), "state.db"))
+        self.config = parse_config(config, "<test>")
         self.app = build_app(self.config)
         self.port = free_port()
         self.server = uvicorn.Server(uvicorn_config(self.app, self.config, self.port))
@@ -75,7 +98,7 @@ class RunningGateway:
         self.stop()
 
     def state(self) -> dict[str, Any]:
-        return httpx.get(self.url + "/admin/state").json()
+        return httpx.get(self.url + "/admin/state", headers=auth(VIEWER_TOKEN)).json()
 
     def target_state(self, name: str) -> dict[str, Any]:
         return next(t for t in self.state()["targets"] if t["name"] == name)

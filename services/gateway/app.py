@@ -13,13 +13,14 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
 
+from services.gateway.auth import TokenSet
+from services.gateway.control import ControlPlane
 from services.gateway.errors import RequestError, error_body
 from services.gateway.metrics import status_class
 from services.gateway.providers.base import Endpoint
 from services.gateway.proxy import parse_request, routing_context, serve_complete, serve_stream
 from services.gateway.routing import NoTargetError
 from services.gateway.runtime import Gateway
-from services.gateway.state_view import gateway_state
 
 log = logging.getLogger("switchboard.gateway")
 
@@ -53,15 +54,24 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
+ADMIN_PREFIX = "/admin"
+
+
 class GatewayApp:
-    def __init__(self, gateway: Gateway) -> None:
+    """The data plane, health and metrics; the admin API too unless it has its own listener."""
+
+    def __init__(self, gateway: Gateway, control: ControlPlane, tokens: TokenSet, serve_admin: bool = True) -> None:
+        from services.gateway.admin import build_admin_app
+
         self.gw = gateway
+        self.control = control
+        self.admin = build_admin_app(control, tokens)
+        self.serve_admin = serve_admin
         self._routes: dict[tuple[str, str], Callable[[], Awaitable[tuple[int, bytes, bytes]]]] = {
             ("GET", "/health"): self._health,
             ("GET", "/ready"): self._ready,
             ("GET", "/metrics"): self._metrics,
             ("GET", "/v1/models"): self._models,
-            ("GET", "/admin/state"): self._state,
         }
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -74,6 +84,9 @@ class GatewayApp:
         endpoint = COMPLETION_PATHS.get(path)
         if endpoint is not None and method == "POST":
             await self._completion(endpoint, scope, receive, send)
+            return
+        if self.serve_admin and path.startswith(ADMIN_PREFIX):
+            await self.admin(scope, receive, send)
             return
         handler = self._routes.get((method, path))
         if handler is None:
@@ -89,8 +102,10 @@ class GatewayApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.gw.start_providers()
+                await self.control.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.control.stop()
                 await self.gw.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -144,7 +159,8 @@ class GatewayApp:
 
     async def _ready(self) -> tuple[int, bytes, bytes]:
         ready, reason = self.gw.ready()
-        body = json.dumps({"status": "ready" if ready else "not_ready", "reason": reason}).encode()
+        body = json.dumps({"status": "ready" if ready else "not_ready", "reason": reason,
+                           "degraded": self.control.degraded}).encode()
         return (200 if ready else 503), body, JSON
 
     async def _metrics(self) -> tuple[int, bytes, bytes]:
@@ -156,9 +172,6 @@ class GatewayApp:
         data = [{"id": name, "object": "model", "created": int(self.gw.started_at), "owned_by": "switchboard"}
                 for name in self.gw.config.routes]
         return 200, json.dumps({"object": "list", "data": data}).encode(), JSON
-
-    async def _state(self) -> tuple[int, bytes, bytes]:
-        return 200, gateway_state(self.gw).model_dump_json().encode(), JSON
 
 
 class _DisconnectGuard:

@@ -149,8 +149,50 @@ class Server(_Strict):
     access_log: bool = False
 
 
+class AdminToken(_Strict):
+    """A bearer token for the admin API; its value comes from an environment variable or a file."""
+
+    name: str = Field(min_length=1, description="recorded in the audit log as the actor")
+    role: Literal["viewer", "operator"]
+    token_env: str | None = None
+    token_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AdminToken:
+        if (self.token_env is None) == (self.token_file is None):
+            raise ValueError("give exactly one of 'token_env' or 'token_file'")
+        return self
+
+
+class Admin(_Strict):
+    host: str | None = Field(None, description="serve the admin API on its own address (with 'port')")
+    port: int | None = Field(None, ge=0, le=65535)
+    tokens: list[AdminToken] = []
+
+    @model_validator(mode="after")
+    def _host_and_port(self) -> Admin:
+        if (self.host is None) != (self.port is None):
+            raise ValueError("give both 'host' and 'port' for a separate admin listener, or neither")
+        return self
+
+
+class StateSettings(_Strict):
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    path: str | None = Field(None, description="SQLite file; default $XDG_DATA_HOME/switchboard/gateway-state.db")
+    redis_url: str | None = None
+    redis_prefix: str = Field("switchboard", min_length=1)
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> StateSettings:
+        if self.backend == "redis" and not self.redis_url:
+            raise ValueError("backend 'redis' needs 'redis_url'")
+        return self
+
+
 class GatewayConfig(_Strict):
     server: Server = Server()
+    admin: Admin = Admin()
+    state: StateSettings = StateSettings()
     health: Health = Health()
     retry: Retry = Retry()
     cooldowns: Cooldowns = Cooldowns()

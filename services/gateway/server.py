@@ -3,31 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
+import uvloop
 
 from services.gateway.app import GatewayApp
+from services.gateway.auth import TokenSet
 from services.gateway.config import ConfigError, GatewayConfig, load_config
+from services.gateway.control import ControlPlane, build_store
 from services.gateway.runtime import Gateway
 
 
 def build_app(config: GatewayConfig, source: str = "<memory>") -> GatewayApp:
-    return GatewayApp(Gateway(config, source))
+    gateway = Gateway(config, source)
+    control = ControlPlane(gateway, build_store(config))
+    tokens = TokenSet.load(config.admin.tokens, source)
+    return GatewayApp(gateway, control, tokens, serve_admin=config.admin.port is None)
 
 
-def uvicorn_config(app: GatewayApp, config: GatewayConfig, port: int | None = None) -> uvicorn.Config:
+def uvicorn_config(app: object, config: GatewayConfig, port: int | None = None, *,
+                   host: str | None = None, lifespan: str = "on") -> uvicorn.Config:
     server = config.server
     return uvicorn.Config(
         app,
-        host=server.host,
+        host=host or server.host,
         port=server.port if port is None else port,
         loop="uvloop",
         http="httptools",
-        lifespan="on",
+        lifespan=lifespan,
         access_log=server.access_log,
         log_level=server.log_level,
         timeout_graceful_shutdown=server.grace_period_s,
@@ -36,26 +46,46 @@ def uvicorn_config(app: GatewayApp, config: GatewayConfig, port: int | None = No
     )
 
 
+class _Server(uvicorn.Server):
+    """A uvicorn server whose signals are handled by :func:`_serve_all` for every listener at once."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _serve_all(servers: list[_Server]) -> None:
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop)
+    await asyncio.gather(*(server.serve() for server in servers))
+
+
 def serve(config_path: str | Path, host: str | None = None, port: int | None = None) -> int:
-    """Serve until SIGTERM or SIGINT; uvicorn stops accepting, lets in-flight requests finish
-    within the grace period, then exits. Returns the process exit code."""
+    """Serve until SIGTERM or SIGINT: stop accepting, let in-flight requests finish within the
+    grace period, then exit 0. Returns the process exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("httpx2", "openai", "anthropic"):  # one INFO line per upstream request otherwise
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         config = load_config(config_path)
+        if host is not None:
+            config = config.model_copy(update={"server": config.server.model_copy(update={"host": host})})
+        app = build_app(config, str(config_path))
     except ConfigError as exc:
         print(f"switchboard gateway: {exc}", file=sys.stderr)
         return 2
-    if host is not None:
-        config = config.model_copy(update={"server": config.server.model_copy(update={"host": host})})
-    app = build_app(config, str(config_path))
-    server = uvicorn.Server(uvicorn_config(app, config, port))
-    # uvicorn re-raises the signal it caught once it has drained; with the default handler that
-    # would kill the process by SIGTERM instead of exiting 0 after a clean drain.
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    server.run()
-    return 0 if server.started else 1
+    servers = [_Server(uvicorn_config(app, config, port))]
+    if not app.serve_admin:
+        admin = config.admin
+        servers.append(_Server(uvicorn_config(app.admin, config, admin.port, host=admin.host, lifespan="off")))
+    uvloop.run(_serve_all(servers))
+    return 0 if all(server.started for server in servers) else 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from services.admin_api import GatewayState, PoolState, TargetState, TargetStatus
+from services.gateway.control import ControlPlane
 from services.gateway.health import BreakerState
 from services.gateway.runtime import Gateway
 
@@ -25,7 +26,7 @@ def _status(enabled: bool, drained: bool, breaker: BreakerState, cooling: bool) 
     return "healthy"
 
 
-def gateway_state(gw: Gateway) -> GatewayState:
+def gateway_state(gw: Gateway, control: ControlPlane) -> GatewayState:
     mono_now, wall_now = time.monotonic(), time.time()
     targets = []
     for name, target in gw.config.targets.items():
@@ -56,6 +57,11 @@ def gateway_state(gw: Gateway) -> GatewayState:
     ]
     ready, reason = gw.ready()
     return GatewayState(
+        version=control.state.version,
+        updated_at=control.state.updated_at,
+        updated_by=control.state.updated_by,
+        store=gw.config.state.backend,
+        degraded=control.degraded,
         started_at=gw.started_at,
         config_source=gw.source,
         ready=ready,

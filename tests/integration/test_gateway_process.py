@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 import yaml
 
 from services.gateway.config import example_config_path
-from tests.gateway_harness import free_port, openai_target
+from tests.gateway_harness import VIEWER_TOKEN, auth, free_port, openai_target
 from tests.standins import Fault
 
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -29,8 +30,9 @@ def switchboard() -> list[str]:
 
 
 def start(config_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "XDG_DATA_HOME": str(config_path.parent / "data"), "SWITCHBOARD_VIEWER_TOKEN": VIEWER_TOKEN}
     return subprocess.Popen([*switchboard(), "gateway", "--config", str(config_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 20) -> None:
@@ -76,7 +78,7 @@ def test_example_config_serves_streamed_and_plain_completions(standin, tmp_path:
         assert raw.parse().choices[0].message.content == "Hello from vllm"
         chunks = list(client.chat.completions.create(model="local", messages=MESSAGES, stream=True))
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from vllm"
-        state = httpx.get(url + "/admin/state").json()
+        state = httpx.get(url + "/admin/state", headers=auth(VIEWER_TOKEN)).json()
         local_state = next(t for t in state["targets"] if t["name"] == "vllm-local/smollm2")
         assert local_state["window_requests"] == 2 and local_state["p50_ms"] is not None
         assert {t["name"]: t["status"] for t in state["targets"]}["openai/gpt-4o"] == "disabled"

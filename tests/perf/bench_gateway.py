@@ -14,8 +14,8 @@ next to each other.
 
 Run from the repository root with the project's Python (it also runs the gateway)::
 
-    python tests/perf/bench_gateway.py               # about 5 minutes
-    BENCH_QUICK=1 python tests/perf/bench_gateway.py # about 1.5 minutes, rough figures
+    python tests/perf/bench_gateway.py               # about 4 minutes
+    BENCH_QUICK=1 python tests/perf/bench_gateway.py # about 1 minute, rough figures
     python tests/perf/bench_gateway.py --help        # durations, rates, search bounds
 
 The load generator is ``tests/perf/loadgen.c`` (open loop, wrk2-style: latency counts from the moment
@@ -230,14 +230,18 @@ def ensure_loadgen() -> Path:
     if done.returncode != 0:
         raise BenchError(f"compiling {LOADGEN_SRC} failed:\n{done.stderr}")
     tmp.replace(binary)
+    for stale in binary.parent.glob("loadgen-*"):
+        if stale != binary:
+            stale.unlink(missing_ok=True)
     return binary
 
 
 def ensure_node() -> tuple[str, str]:
+    if not find_tool("node"):
+        apt_install(["nodejs"], "node (to run Portkey)")
+    if not find_tool("npm"):  # NodeSource's nodejs ships npm; Debian's does not
+        apt_install(["npm"], "npm (to install Portkey)")
     node, npm = find_tool("node"), find_tool("npm")
-    if not (node and npm):
-        apt_install(["nodejs", "npm"], "node and npm (to run Portkey)")
-        node, npm = find_tool("node"), find_tool("npm")
     if not (node and npm):
         raise BenchError("node/npm not found; apt-get install -y nodejs npm")
     return node, npm
@@ -889,6 +893,7 @@ def run_benchmark(opts: Options, tools: Tools, workdir: Path, stack: contextlib.
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_options(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even where a parent shell ignores it
     started, machine = time.monotonic(), machine_info()
     try:
         tools = prepare_tools(opts)

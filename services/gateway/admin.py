@@ -1,0 +1,170 @@
+"""The admin API (FastAPI, so its OpenAPI document describes the shared models in services.admin_api).
+
+Reads need a viewer or operator token, writes an operator token and a reason. Writes name the
+state version they were based on; a stale one gets 409 with the current state and changes nothing.
+No ``from __future__ import annotations`` here: FastAPI must evaluate the endpoint annotations,
+which name dependencies local to :func:`build_admin_app`.
+"""
+
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from services.admin_api import (
+    OPERATOR_HEADER,
+    AuditPage,
+    AuditRecord,
+    ConflictResponse,
+    DrainChange,
+    ErrorResponse,
+    GatewayState,
+    WeightsChange,
+)
+from services.gateway.auth import Principal, TokenSet
+from services.gateway.control import ControlPlane, InvalidChange, UnknownName
+from services.gateway.state.base import StaleVersion, StoreUnavailable
+from services.gateway.state_view import gateway_state
+
+MAX_OPERATOR_LEN = 200
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, message: str, code: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+
+
+_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 409: "conflict_error",
+          422: "invalid_request_error", 503: "service_unavailable"}
+
+
+def _error(status: int, message: str, code: str, param: str | None = None, **extra: object) -> JSONResponse:
+    body = {"error": {"message": message, "type": _TYPES.get(status, "error"), "code": code, "param": param}}
+    return JSONResponse(body | extra, status_code=status,
+                        headers={"www-authenticate": "Bearer"} if status == 401 else None)
+
+
+def _parse_since(value: str | None) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise AdminError(422, "'since' must be a Unix time or an ISO-8601 time", "validation_error", "since") from None
+
+
+def build_admin_app(control: ControlPlane, tokens: TokenSet) -> FastAPI:
+    gw = control.gw
+    app = FastAPI(
+        title="Switchboard gateway admin API",
+        version="1",
+        openapi_url="/admin/openapi.json",
+        docs_url="/admin/docs",
+        redoc_url=None,
+    )
+    responses = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}}
+    write_responses = {**responses, 404: {"model": ErrorResponse}, 409: {"model": ConflictResponse},
+                       422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
+
+    def reader(authorization: Annotated[str | None, Header()] = None) -> Principal:
+        if not len(tokens):
+            raise AdminError(401, "the admin API has no tokens configured (admin.tokens)", "no_tokens")
+        principal = tokens.authenticate(authorization)
+        if principal is None:
+            raise AdminError(401, "missing or invalid bearer token", "invalid_token")
+        return principal
+
+    def writer(principal: Annotated[Principal, Depends(reader)]) -> Principal:
+        if not principal.can_write:
+            raise AdminError(403, f"token '{principal.name}' is a viewer: writes need an operator token",
+                             "read_only")
+        if control.degraded:
+            raise AdminError(503, f"state store unavailable, writes are refused: {control.degraded}",
+                             "store_unavailable")
+        return principal
+
+    def operator_of(request: Request) -> str | None:
+        value = request.headers.get(OPERATOR_HEADER)
+        if value is None:
+            return None
+        value = value.strip()
+        if len(value) > MAX_OPERATOR_LEN or not value.isprintable():
+            raise AdminError(422, f"{OPERATOR_HEADER} must be printable and at most {MAX_OPERATOR_LEN} characters",
+                             "validation_error", OPERATOR_HEADER)
+        return value or None
+
+    @app.exception_handler(AdminError)
+    async def _admin_error(request: Request, exc: AdminError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.code, exc.param)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        first_field = None
+        for err in exc.errors():
+            loc = [str(part) for part in err["loc"] if part != "body"]
+            where = ".".join(loc) or "body"
+            first_field = first_field or where
+            problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+        return _error(422, "; ".join(problems), "validation_error", first_field)
+
+    async def write(call) -> GatewayState | JSONResponse:  # type: ignore[no-untyped-def]
+        try:
+            await call
+        except UnknownName as exc:
+            return _error(404, str(exc), "not_found")
+        except InvalidChange as exc:
+            return _error(422, f"{exc.field}: {exc}", "validation_error", exc.field)
+        except StaleVersion as stale:
+            by = stale.current.updated_by or "someone"
+            when = datetime.fromtimestamp(stale.current.updated_at or 0).astimezone().isoformat(timespec="seconds")
+            message = (f"state changed by {by} at {when} (now version {stale.current.version}): "
+                       "review the current state and retry")
+            return _error(409, message, "stale_version", "base_version",
+                          current=gateway_state(gw, control).model_dump())
+        except StoreUnavailable as exc:
+            return _error(503, f"state store unavailable, nothing changed: {exc}", "store_unavailable")
+        return gateway_state(gw, control)
+
+    @app.get("/admin/state", response_model=GatewayState, responses=responses)
+    async def state(_: Annotated[Principal, Depends(reader)]) -> GatewayState:
+        return gateway_state(gw, control)
+
+    @app.put("/admin/pools/{pool}/weights", response_model=GatewayState, responses=write_responses)
+    async def set_weights(pool: str, change: WeightsChange, request: Request,
+                          principal: Annotated[Principal, Depends(writer)]) -> GatewayState | JSONResponse:
+        operator = operator_of(request)
+        return await write(control.set_weights(pool, change.weights, change.base_version, change.reason,
+                                               principal.name, operator))
+
+    @app.post("/admin/targets/{target}/drain", response_model=GatewayState, responses=write_responses)
+    async def drain(target: str, change: DrainChange, request: Request,
+                    principal: Annotated[Principal, Depends(writer)]) -> GatewayState | JSONResponse:
+        return await write(control.set_drained(target, True, change.base_version, change.reason,
+                                               principal.name, operator_of(request)))
+
+    @app.post("/admin/targets/{target}/undrain", response_model=GatewayState, responses=write_responses)
+    async def undrain(target: str, change: DrainChange, request: Request,
+                      principal: Annotated[Principal, Depends(writer)]) -> GatewayState | JSONResponse:
+        return await write(control.set_drained(target, False, change.base_version, change.reason,
+                                               principal.name, operator_of(request)))
+
+    @app.get("/admin/audit", response_model=AuditPage, responses=responses)
+    async def audit(_: Annotated[Principal, Depends(reader)],
+                    since: Annotated[str | None, Query(description="Unix time or ISO-8601")] = None,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> AuditPage | JSONResponse:
+        try:
+            entries = await control.store.audit(_parse_since(since), limit)
+        except StoreUnavailable as exc:
+            return _error(503, f"state store unavailable: {exc}", "store_unavailable")
+        return AuditPage(entries=[AuditRecord.model_validate(entry, from_attributes=True) for entry in entries])
+
+    return app

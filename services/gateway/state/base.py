@@ -1,0 +1,107 @@
+"""The StateStore contract: one versioned state document plus an append-only audit log.
+
+A write is a compare-and-set on the version, committed together with its audit entry: either both
+are durable or neither is. Stores raise :class:`StaleVersion` when the base version is not the
+current one and :class:`StoreUnavailable` when the backing service cannot be reached.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ControlState:
+    """What operators changed at run time. ``weights`` holds whole pools (target -> weight) that
+    override the configured ones; ``drained`` lists targets taking no new requests."""
+
+    version: int = 0
+    weights: dict[str, dict[str, int]] = field(default_factory=dict)
+    drained: tuple[str, ...] = ()
+    updated_at: float | None = None
+    updated_by: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ControlState:
+        data = json.loads(text)
+        return cls(
+            version=int(data["version"]),
+            weights={pool: {t: int(w) for t, w in targets.items()} for pool, targets in data["weights"].items()},
+            drained=tuple(data.get("drained", ())),
+            updated_at=data.get("updated_at"),
+            updated_by=data.get("updated_by"),
+        )
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    version: int  # the state version this change produced
+    time: float
+    actor: str  # the admin token's name
+    operator: str | None  # who at the keyboard (x-switchboard-operator, user@host)
+    action: str  # set_weights, drain, undrain
+    target: str  # the pool or target acted on
+    reason: str
+    before: Any
+    after: Any
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> AuditEntry:
+        return cls(**json.loads(text))
+
+
+class StaleVersion(Exception):
+    def __init__(self, current: ControlState) -> None:
+        super().__init__(f"state is at version {current.version}")
+        self.current = current
+
+
+class StoreUnavailable(Exception):
+    """The backing store cannot be reached; the gateway keeps its last state and refuses writes."""
+
+
+OnChange = Callable[[ControlState], Awaitable[None] | None]
+
+
+class StateStore(abc.ABC):
+    """Implementations: SQLiteStore (default, one file) and RedisStore (several replicas)."""
+
+    #: Why the store is degraded (unreachable), or None when healthy.
+    degraded: str | None = None
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and create what is missing. May raise StoreUnavailable."""
+
+    @abc.abstractmethod
+    async def load(self) -> ControlState:
+        """The current state; ``ControlState()`` (version 0) when nothing was ever written."""
+
+    @abc.abstractmethod
+    async def commit(self, base_version: int, state: ControlState, entry: AuditEntry) -> ControlState:
+        """Atomically: if the stored version is ``base_version``, store ``state`` (whose version is
+        ``base_version + 1``) and append ``entry``; durable before returning. Raises StaleVersion
+        (with the current state) or StoreUnavailable; on either nothing is written."""
+
+    @abc.abstractmethod
+    async def audit(self, since: float | None = None, limit: int = 100) -> list[AuditEntry]:
+        """Audit entries newest first, those at or after ``since`` (Unix time) when given."""
+
+    @abc.abstractmethod
+    async def watch(self, on_change: OnChange) -> None:
+        """Run until cancelled: call ``on_change`` with the new state whenever another writer
+        (another replica) changed it, within a second. Also keeps ``degraded`` current and
+        recovers by itself when the backing service returns."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...

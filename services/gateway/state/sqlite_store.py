@@ -1,0 +1,152 @@
+"""The default StateStore: one SQLite file in WAL mode with synchronous=FULL.
+
+State and audit entry are written in one ``BEGIN IMMEDIATE`` transaction, so a process killed at
+any point leaves the old state or the new one with its audit entry, never a mix, and a commit
+that returned has been fsynced. Several processes may share the file; ``watch`` polls the version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import sqlite3
+from pathlib import Path
+
+from services.gateway.state.base import (
+    AuditEntry,
+    ControlState,
+    OnChange,
+    StaleVersion,
+    StateStore,
+    StoreUnavailable,
+)
+
+log = logging.getLogger("switchboard.state")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    version INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    entry TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
+"""
+
+
+class SQLiteStore(StateStore):
+    def __init__(self, path: str | Path, poll_s: float = 0.5) -> None:
+        self.path = Path(path)
+        self.poll_s = poll_s
+        self.degraded = None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+
+    async def _run(self, func, *args):  # type: ignore[no-untyped-def]
+        """Run a blocking SQLite operation off the event loop; errors become StoreUnavailable."""
+        try:
+            result = await asyncio.to_thread(func, *args)
+        except sqlite3.Error as exc:
+            self.degraded = f"sqlite store {self.path} failed: {exc}"
+            raise StoreUnavailable(self.degraded) from exc
+        self.degraded = None
+        return result
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._connect()
+        try:
+            conn.executescript(SCHEMA)
+        finally:
+            conn.close()
+
+    async def open(self) -> None:
+        try:
+            await self._run(self._open)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot create {self.path.parent}: {exc}") from exc
+
+    @staticmethod
+    def _load(conn: sqlite3.Connection) -> ControlState:
+        row = conn.execute("SELECT doc FROM state WHERE id = 1").fetchone()
+        return ControlState.from_json(row[0]) if row else ControlState()
+
+    def _load_once(self) -> ControlState:
+        conn = self._connect()
+        try:
+            return self._load(conn)
+        finally:
+            conn.close()
+
+    async def load(self) -> ControlState:
+        return await self._run(self._load_once)
+
+    def _commit(self, base_version: int, state: ControlState, entry: AuditEntry) -> ControlState:
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            current = self._load(conn)
+            if current.version != base_version:
+                conn.execute("ROLLBACK")
+                raise StaleVersion(current)
+            conn.execute(
+                "INSERT INTO state (id, version, doc) VALUES (1, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET version = excluded.version, doc = excluded.doc",
+                (state.version, state.to_json()),
+            )
+            conn.execute("INSERT INTO audit (version, time, entry) VALUES (?, ?, ?)",
+                         (entry.version, entry.time, entry.to_json()))
+            conn.execute("COMMIT")
+            return state
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    async def commit(self, base_version: int, state: ControlState, entry: AuditEntry) -> ControlState:
+        return await self._run(self._commit, base_version, state, entry)
+
+    def _audit(self, since: float | None, limit: int) -> list[AuditEntry]:
+        conn = self._connect()
+        try:
+            rows = conn.execute(
+                "SELECT entry FROM audit WHERE time >= ? ORDER BY version DESC LIMIT ?",
+                (since if since is not None else float("-inf"), limit),
+            ).fetchall()
+        finally:
+            conn.close()
+        return [AuditEntry.from_json(row[0]) for row in rows]
+
+    async def audit(self, since: float | None = None, limit: int = 100) -> list[AuditEntry]:
+        return await self._run(self._audit, since, limit)
+
+    async def watch(self, on_change: OnChange) -> None:
+        seen = -1
+        while True:
+            try:
+                state = await self.load()
+            except StoreUnavailable as exc:
+                log.warning("%s", exc)
+            else:
+                if seen == -1:
+                    seen = state.version
+                elif state.version != seen:
+                    seen = state.version
+                    result = on_change(state)
+                    if inspect.isawaitable(result):
+                        await result
+            await asyncio.sleep(self.poll_s)
+
+    async def close(self) -> None:
+        return None
