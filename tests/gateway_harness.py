@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -105,3 +108,54 @@ class RunningGateway:
 
     def metrics(self) -> str:
         return httpx.get(self.url + "/metrics").text
+
+
+class GatewayProcess:
+    """`switchboard gateway` as a real process, for signals, kill -9 and multi-replica tests."""
+
+    def __init__(self, config: dict[str, Any], workdir: str, name: str = "gateway") -> None:
+        import yaml
+
+        self.port = config.get("server", {}).get("port") or free_port()
+        config = {**config, "server": {**config.get("server", {}), "port": self.port}}
+        self.path = os.path.join(workdir, f"{name}.yaml")
+        with open(self.path, "w") as handle:
+            yaml.safe_dump(config, handle, sort_keys=False)
+        self.env = {**os.environ, "XDG_DATA_HOME": os.path.join(workdir, "data")}
+        self.proc: subprocess.Popen[str] | None = None
+        self.log_path = os.path.join(workdir, f"{name}.log")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20) -> Self:
+        executable = shutil.which("switchboard", path=os.path.dirname(sys.executable))
+        assert executable, "the switchboard console script is missing: run `make test` (pip install -e .)"
+        log = open(self.log_path, "a")  # the process owns it until it exits
+        self.proc = subprocess.Popen([executable, "gateway", "--config", self.path], stdout=log,
+                                     stderr=subprocess.STDOUT, text=True, env=self.env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gateway exited: {open(self.log_path).read()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise AssertionError("gateway did not become healthy")
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.terminate()
+        return self.proc.wait(timeout=30)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def state(self) -> dict[str, Any]:
+        return httpx.get(self.url + "/admin/state", headers=auth(VIEWER_TOKEN), timeout=5).json()

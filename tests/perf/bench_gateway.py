@@ -476,34 +476,45 @@ def preflight(target: Target) -> dict[str, Any]:
 # measuring
 
 
-def process_tree(root_pids: Sequence[int]) -> list[int]:
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            parents[int(stat.parent.name)] = int(fields[1])
-    found = list(root_pids)
-    for pid in found:
-        found += [child for child, parent in parents.items() if parent == pid and child not in found]
-    return found
+@dataclass(frozen=True)
+class ProcSnapshot:
+    """CPU seconds used so far by every process, and each one's parent.
+
+    Per-process times are used because the aggregate counters in /proc/stat were seen to disagree with
+    them on these virtual machines (fewer busy ticks than one process alone had used).
+    """
+
+    cpu: dict[int, float]
+    parent: dict[int, int]
+
+    @classmethod
+    def take(cls) -> ProcSnapshot:
+        ticks = os.sysconf("SC_CLK_TCK")
+        cpu: dict[int, float] = {}
+        parent: dict[int, int] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                pid = int(stat.parent.name)
+                parent[pid] = int(fields[1])
+                cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks
+        return cls(cpu, parent)
+
+    def tree(self, root: int) -> list[int]:
+        found = [root]
+        for pid in found:
+            found += [child for child, ppid in self.parent.items() if ppid == pid and child not in found]
+        return found
+
+    def cpu_since(self, before: ProcSnapshot, pids: Sequence[int] | None = None) -> float:
+        """CPU seconds used since ``before`` by ``pids`` (every process still alive when None)."""
+        chosen = self.cpu.keys() if pids is None else pids
+        return sum(self.cpu.get(p, 0.0) - before.cpu.get(p, 0.0) for p in chosen)
 
 
-def cpu_seconds(pids: Sequence[int]) -> float:
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in process_tree(pids):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
-
-
-def machine_times() -> tuple[float, float, float]:
-    """(busy, idle, steal) jiffies summed over all CPUs."""
-    fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    steal = fields[7] if len(fields) > 7 else 0.0
-    return sum(fields[:8]) - idle - steal, idle, steal
+def cpu_seconds(root: int) -> float:
+    snap = ProcSnapshot.take()
+    return sum(snap.cpu.get(p, 0.0) for p in snap.tree(root))
 
 
 @dataclass
@@ -524,8 +535,7 @@ class Measurement:
     sut_cpu_cores: float = 0.0  # CPU of the path's own process (gateway, or nginx for direct)
     cpu_ms_per_req: float = 0.0
     loadgen_cpu_cores: float = 0.0
-    machine_busy_pct: float = 0.0
-    machine_steal_pct: float = 0.0
+    machine_busy_pct: float = 0.0  # every process on the machine, the load generator included
     max_conns_used: int = 0
     added_p50_ms: float | None = None
     added_p99_ms: float | None = None
@@ -570,13 +580,13 @@ class Runner:
             "--request", str(req_file), "--out", str(out_file),
             "--max-conns", str(self.opts.max_conns), "--timeout-ms", str(int(self.opts.timeout_s * 1000)),
         ]  # fmt: skip
-        cpu_before, machine_before = cpu_seconds([target.pid]), machine_times()
+        before = ProcSnapshot.take()
         limit = self.opts.warmup_s + duration_s + self.opts.timeout_s + 30
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
         except subprocess.TimeoutExpired:
             raise BenchError(f"load generator did not finish within {limit:.0f} s") from None
-        cpu_after, machine_after = cpu_seconds([target.pid]), machine_times()
+        after = ProcSnapshot.take()
         settle(target)
         if done.returncode != 0:
             raise BenchError(f"load generator failed ({done.returncode}): {done.stderr.strip()}")
@@ -585,11 +595,13 @@ class Runner:
         m = Measurement(target.name, rate, phase, duration_s)
         fill_latencies(m, out_file)
         m.achieved_rps = round(m.measured / duration_s, 1)
-        m.sut_cpu_cores = round((cpu_after - cpu_before) / wall, 2)
-        m.cpu_ms_per_req = round((cpu_after - cpu_before) * 1000 / max(1, summary["sent"]), 3)
+        sut_cpu = after.cpu_since(before, after.tree(target.pid))
+        m.sut_cpu_cores = round(sut_cpu / wall, 2)
+        m.cpu_ms_per_req = round(sut_cpu * 1000 / max(1, summary["sent"]), 3)
         m.loadgen_cpu_cores = round(summary["cpu_s"] / wall, 2)
         m.max_conns_used = summary["max_conns_used"]
-        fill_machine_load(m, machine_before, machine_after)
+        machine_cpu = after.cpu_since(before) + summary["cpu_s"]  # the generator has exited by now
+        m.machine_busy_pct = round(100 * machine_cpu / (wall * len(os.sched_getaffinity(0))), 1)
         return m
 
 
@@ -603,14 +615,6 @@ def fill_latencies(m: Measurement, out_file: Path) -> None:
     m.p99_ms = round(percentile(latencies, 99), 3)
     m.max_ms = round(latencies[-1], 3) if latencies else math.nan
     m.send_lag_p99_ms = round(percentile(lags, 99), 3)
-
-
-def fill_machine_load(m: Measurement, before: tuple[float, float, float], after: tuple[float, float, float]) -> None:
-    busy, idle, steal = (a - b for a, b in zip(after, before, strict=True))
-    total = busy + idle + steal
-    if total > 0:
-        m.machine_busy_pct = round(100 * busy / total, 1)
-        m.machine_steal_pct = round(100 * steal / total, 1)
 
 
 def set_added(m: Measurement, baseline: tuple[float, float]) -> Measurement:
@@ -648,9 +652,9 @@ def settle(target: Target, timeout_s: float = 10.0) -> None:
     """Wait until the system under test is idle (a backlog from an overloaded run is worked off)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        before = cpu_seconds([target.pid])
+        before = cpu_seconds(target.pid)
         time.sleep(0.25)
-        if cpu_seconds([target.pid]) - before < 0.02:
+        if cpu_seconds(target.pid) - before < 0.02:
             return
 
 
