@@ -100,9 +100,9 @@ def test_concurrent_writers_on_the_same_version_exactly_one_wins(replicas) -> No
     one, two = replicas
     for round_ in range(5):
         base = one.state()["version"]
+        weights = {"a": 10 + round_, "b": 90}
         with ThreadPoolExecutor(2) as pool:
-            results = list(pool.map(lambda url: put_weights(url, {"a": 10 + round_, "b": 90}, base),
-                                    [one.url, two.url]))
+            results = list(pool.map(put_weights, [one.url, two.url], [weights] * 2, [base] * 2))
         assert sorted(r.status_code for r in results) == [200, 409]
     assert audit_versions(one.url) == [5, 4, 3, 2, 1]
 
@@ -145,7 +145,7 @@ def test_kill_9_during_writes_loses_no_acknowledged_change(backend, standin, red
         base = proc.state()["version"]
         stop = threading.Event()
 
-        def writer(base: int = base) -> None:
+        def writer(base: int = base, stop: threading.Event = stop) -> None:
             while not stop.is_set():
                 weight = rng.randint(1, 100)
                 try:
