@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests import gateway_harness
 from tests.gateway_harness import RunningGateway
 from tests.standins import Standin
 
@@ -37,3 +38,10 @@ def gateway() -> Iterator[Callable[[dict[str, Any]], RunningGateway]]:
     yield make
     for running in started:
         running.stop()
+
+
+@pytest.fixture(params=["direct", "sdk"])
+def client_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test twice: openai targets sending directly, then through the SDK's own client."""
+    monkeypatch.setattr(gateway_harness, "CLIENT_MODE", request.param)
+    return request.param

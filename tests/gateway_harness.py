@@ -50,6 +50,22 @@ def openai_target(url: str, model: str = "m", **extra: Any) -> dict[str, Any]:
     return {"provider": "openai", "model": model, "base_url": url + "/v1", "client": CLIENT_MODE, **extra}
 
 
+def primary_backup(a_url: str, b_url: str, **a_extra: Any) -> dict[str, Any]:
+    """Target a (model-a) in pool primary, b (model-b) in pool backup; route r falls back from a to b."""
+    return {
+        **fast_settings(),
+        "targets": {"a": openai_target(a_url, "model-a", **a_extra), "b": openai_target(b_url, "model-b")},
+        "pools": {"primary": {"targets": {"a": 100}}, "backup": {"targets": {"b": 100}}},
+        "routes": {"r": {"pool": "primary", "fallback": ["backup"]}},
+    }
+
+
+def client_for(gw: Any) -> Any:
+    import openai
+
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0)
+
+
 def fast_settings(**overrides: Any) -> dict[str, Any]:
     """Health, retry and cooldown settings small enough for tests to watch them act."""
     settings: dict[str, Any] = {

@@ -8,35 +8,21 @@ import httpx
 import openai
 import pytest
 
-from tests import gateway_harness
-from tests.gateway_harness import fast_settings, free_port, openai_target
+from tests.gateway_harness import client_for, fast_settings, free_port, openai_target, primary_backup
 from tests.standins import Fault
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
 
-@pytest.fixture(autouse=True, params=["direct", "sdk"])
-def client_mode(request, monkeypatch) -> str:
-    """Every behaviour holds whether openai targets send directly or through the SDK's own client."""
-    monkeypatch.setattr(gateway_harness, "CLIENT_MODE", request.param)
-    return request.param
+pytestmark = pytest.mark.usefixtures("client_mode")  # each test runs with both ways of sending
 
 
-def two_target_gateway(gateway, a, b, **target_extra):
-    return gateway({
-        **fast_settings(),
-        "targets": {"a": openai_target(a.url, "model-a", **target_extra), "b": openai_target(b.url, "model-b")},
-        "pools": {"primary": {"targets": {"a": 100}}, "backup": {"targets": {"b": 100}}},
-        "routes": {"r": {"pool": "primary", "fallback": ["backup"]}},
-    })
-
-
-def client(gw) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0)
+def two_target_gateway(gateway, a, b, **a_extra):
+    return gateway(primary_backup(a.url, b.url, **a_extra))
 
 
 def ask(gw):
-    return client(gw).chat.completions.with_raw_response.create(model="r", messages=MESSAGES)
+    return client_for(gw).chat.completions.with_raw_response.create(model="r", messages=MESSAGES)
 
 
 def test_success_carries_routing_headers_and_upstream_model(standin, gateway) -> None:
@@ -199,7 +185,7 @@ def test_all_targets_failing_returns_the_last_error_in_openai_shape(standin, gat
 def test_bad_requests_get_openai_errors_and_touch_no_upstream(standin, gateway) -> None:
     a, b = standin(name="a"), standin(name="b")
     gw = two_target_gateway(gateway, a, b)
-    c = client(gw)
+    c = client_for(gw)
     with pytest.raises(openai.NotFoundError) as caught:
         c.chat.completions.create(model="no-such-route", messages=MESSAGES)
     assert caught.value.body["code"] == "model_not_found"
@@ -223,7 +209,7 @@ def test_metrics_show_errors_fallbacks_cost_and_overhead_with_bounded_labels(sta
         "routes": {"r": {"pool": "primary", "fallback": ["backup"]}},
     })
     a.push(Fault.status(429, retry_after=5))
-    client(gw).chat.completions.create(model="r", messages=MESSAGES, user="alice@example.com")
+    client_for(gw).chat.completions.create(model="r", messages=MESSAGES, user="alice@example.com")
     metrics = gw.metrics()
     expected = [
         'switchboard_upstream_errors_total{error_class="rate_limit",provider="openai",target="a"} 1.0',

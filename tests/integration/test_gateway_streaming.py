@@ -10,32 +10,19 @@ import httpx
 import openai
 import pytest
 
-from tests import gateway_harness
-from tests.gateway_harness import fast_settings, openai_target
+from tests.gateway_harness import client_for, primary_backup
 from tests.standins import Fault
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
 
-@pytest.fixture(autouse=True, params=["direct", "sdk"])
-def client_mode(request, monkeypatch) -> str:
-    """Every behaviour holds whether openai targets send directly or through the SDK's own client."""
-    monkeypatch.setattr(gateway_harness, "CLIENT_MODE", request.param)
-    return request.param
+pytestmark = pytest.mark.usefixtures("client_mode")  # each test runs with both ways of sending
+
 REPLY = "one two three four five six"
 
 
-def streaming_gateway(gateway, a, b, **target_extra):
-    return gateway({
-        **fast_settings(),
-        "targets": {"a": openai_target(a.url, "model-a", **target_extra), "b": openai_target(b.url, "model-b")},
-        "pools": {"primary": {"targets": {"a": 100}}, "backup": {"targets": {"b": 100}}},
-        "routes": {"r": {"pool": "primary", "fallback": ["backup"]}},
-    })
-
-
-def client(gw) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0)
+def streaming_gateway(gateway, a, b, **a_extra):
+    return gateway(primary_backup(a.url, b.url, **a_extra))
 
 
 def raw_events(gw, **body) -> tuple[httpx.Response, list[str]]:
@@ -49,7 +36,7 @@ def raw_events(gw, **body) -> tuple[httpx.Response, list[str]]:
 def test_stream_arrives_in_order_with_usage_when_asked(standin, gateway) -> None:
     a, b = standin(name="a", reply=REPLY), standin(name="b")
     gw = streaming_gateway(gateway, a, b)
-    stream = client(gw).chat.completions.create(
+    stream = client_for(gw).chat.completions.create(
         model="r", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
     )
     chunks = list(stream)
@@ -117,7 +104,7 @@ def test_failure_after_the_first_byte_sends_an_error_event_and_no_done(standin, 
     assert not b.requests, "no fallback once bytes reached the client"
     with pytest.raises(openai.APIError):
         a.push(fault)
-        list(client(gw).chat.completions.create(model="r", messages=MESSAGES, stream=True))
+        list(client_for(gw).chat.completions.create(model="r", messages=MESSAGES, stream=True))
 
 
 def test_stall_mid_stream_becomes_an_error_event(standin, gateway) -> None:
@@ -158,7 +145,7 @@ def test_client_disconnect_cancels_a_non_streaming_upstream_request(standin, gat
 def test_completions_endpoint_streams_too(standin, gateway) -> None:
     a, b = standin(name="a", reply=REPLY), standin(name="b")
     gw = streaming_gateway(gateway, a, b)
-    text = "".join(c.choices[0].text for c in client(gw).completions.create(model="r", prompt="Say", stream=True)
+    text = "".join(c.choices[0].text for c in client_for(gw).completions.create(model="r", prompt="Say", stream=True)
                    if c.choices)
     assert text == REPLY
-    assert client(gw).completions.create(model="r", prompt="Say").choices[0].text == REPLY
+    assert client_for(gw).completions.create(model="r", prompt="Say").choices[0].text == REPLY
