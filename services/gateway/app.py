@@ -116,9 +116,8 @@ class GatewayApp:
         route = "unknown"
         status = 500
         gw.in_flight += 1
-        guard = _DisconnectGuard(send)
+        guard = _DisconnectGuard(send, receive)
         send = guard.send
-        watcher: asyncio.Task[None] | None = None
         try:
             raw = await _read_body(receive)
             payload = parse_request(endpoint, raw, gw.config.routes)
@@ -126,7 +125,7 @@ class GatewayApp:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
                        if k.startswith(b"x-switchboard-")}
             plan = gw.router.plan(route, routing_context(headers, payload))
-            watcher = asyncio.create_task(guard.watch(receive))
+            guard.arm()
             serve = serve_stream if payload.get("stream") else serve_complete
             gw.metrics.child("in_flight", route).inc()
             try:
@@ -149,8 +148,7 @@ class GatewayApp:
             await _respond(send, 500, error_body(500, "internal gateway error"))
         finally:
             gw.in_flight -= 1
-            if watcher is not None:
-                watcher.cancel()
+            guard.disarm()
             if route in gw.config.routes:
                 gw.metrics.child("requests", route, status_class(status)).inc()
 
@@ -177,23 +175,43 @@ class GatewayApp:
 class _DisconnectGuard:
     """Cancels the request's task when the client goes away, so the upstream request is cancelled too.
 
-    After the last body message uvicorn's ``receive`` also answers ``http.disconnect``; the guard
-    tracks the response's end through ``send`` so that this is not mistaken for the client leaving.
+    Watching costs a task per request, so it starts only once a request has run for
+    ``WATCH_AFTER_S``: most answers are done by then, and a client that left earlier is noticed
+    at that point. After the last body message uvicorn's ``receive`` also answers
+    ``http.disconnect``; ``send`` tracks the response's end so that is not taken for the client leaving.
     """
 
-    def __init__(self, send: Send) -> None:
+    WATCH_AFTER_S = 0.2
+
+    def __init__(self, send: Send, receive: Receive) -> None:
         self._send = send
+        self._receive = receive
         self.task = asyncio.current_task()
         self.finished = False
         self.client_gone = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     async def send(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body" and not message.get("more_body"):
             self.finished = True
         await self._send(message)
 
-    async def watch(self, receive: Receive) -> None:
-        message = await receive()
+    def arm(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(self.WATCH_AFTER_S, self._start_watching)
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+    def _start_watching(self) -> None:
+        if not self.finished:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        message = await self._receive()
         if message["type"] == "http.disconnect" and not self.finished and self.task and not self.task.done():
             self.client_gone = True
             self.task.cancel()

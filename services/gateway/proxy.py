@@ -70,14 +70,12 @@ def _record_failure(gw: Gateway, pool: str, target: str, err: UpstreamError) -> 
     status = status_class(err.status) if err.status else "none"
     gw.metrics.child("attempts", pool, target, provider, status).inc()
     gw.metrics.child("errors", target, provider, err.error_class.value).inc()
-    gw.publish_health(target)
 
 
 def _record_success(gw: Gateway, pool: str, target: str, latency_s: float) -> None:
     gw.health[target].on_success(latency_s)
     provider = gw.config.targets[target].provider
     gw.metrics.child("attempts", pool, target, provider, "2xx").inc()
-    gw.publish_health(target)
 
 
 def _retryable(err: UpstreamError) -> bool:

@@ -47,6 +47,7 @@ class Gateway:
         return provider
 
     def publish_health(self, target: str) -> None:
+        """Breaker and cooldown gauges, refreshed when /metrics is scraped rather than per request."""
         health = self.health[target]
         self.metrics.set_breaker(target, health.breaker, health.cooling_down())
 

@@ -142,6 +142,11 @@ class OpenAICompatProvider(Provider):
             if isinstance(value, str)
         }
         self._session: aiohttp.ClientSession | None = None
+        timeouts = target.timeouts
+        self._complete_timeout = aiohttp.ClientTimeout(sock_connect=timeouts.connect_s, sock_read=timeouts.total_s)
+        self._stream_timeout = aiohttp.ClientTimeout(
+            sock_connect=timeouts.connect_s, sock_read=max(timeouts.ttft_s, timeouts.stall_s)
+        )
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -154,10 +159,6 @@ class OpenAICompatProvider(Provider):
     def _sdk_options(timeouts: Timeouts, read_s: float) -> dict[str, Any]:
         return {"timeout": httpx2.Timeout(read_s, connect=timeouts.connect_s, pool=timeouts.connect_s)}
 
-    @staticmethod
-    def _aiohttp_timeout(timeouts: Timeouts, read_s: float) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s, sock_read=read_s)
-
     async def complete(self, endpoint: Endpoint, payload: dict[str, Any], timeouts: Timeouts) -> UpstreamResponse:
         if self.target.client == "sdk":
             try:
@@ -168,7 +169,7 @@ class OpenAICompatProvider(Provider):
             return parse_body(response.content)
         try:
             async with self.session.post(self.base_url + PATHS[endpoint], data=json.dumps(payload).encode(),
-                                         timeout=self._aiohttp_timeout(timeouts, timeouts.total_s)) as response:
+                                         timeout=self._complete_timeout) as response:
                 body = await response.read()
                 if response.status >= 400:
                     raise status_error(response.status, body, response.headers)
@@ -194,7 +195,7 @@ class OpenAICompatProvider(Provider):
                                   close=sdk_response.aclose)
         try:
             response = await self.session.post(self.base_url + PATHS[endpoint], data=json.dumps(payload).encode(),
-                                               timeout=self._aiohttp_timeout(timeouts, read_s))
+                                               timeout=self._stream_timeout)
         except Exception as exc:
             raise transport_error(exc) from exc
         if response.status >= 400:
