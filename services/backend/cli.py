@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from services.backend import install, launch, model, paths, settings, status
 from services.backend.hardware import has_cuda_gpu
+
+SMALL_HOST_CORES = 4  # at most this many cores: the engine's threads use all of them
 
 
 def _say(message: str) -> None:
@@ -77,6 +80,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say(f"error: {reason}")
         return 1
     chosen = chosen.replace(model=model_arg)
+    if not gpu and chosen.reserved_cpus is None and (os.cpu_count() or 1) <= SMALL_HOST_CORES:
+        chosen = chosen.replace(reserved_cpus=0)  # measured: see settings.THREADS
     log_path = paths.logs_dir() / f"backend-{chosen.port}.log"
     return launch.run(chosen, gpu, log_path, say=_say, start_timeout_s=args.start_timeout)
 

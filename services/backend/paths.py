@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -35,3 +37,16 @@ def models_dir() -> Path:
 
 def logs_dir() -> Path:
     return cache_root() / "logs"
+
+
+@contextmanager
+def locked(name: str) -> Iterator[None]:
+    """Holds an exclusive lock file under the cache root: two installs or conversions never interleave."""
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / f"{name}.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

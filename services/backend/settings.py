@@ -32,14 +32,39 @@ class BackendSettings:
     dtype: str = "float32"
     enforce_eager: bool = True
     kv_cache_space_gib: int = 2  # VLLM_CPU_KVCACHE_SPACE; SmolLM2 needs ~46 KiB per token in fp32
-    omp_threads_bind: str = "auto"  # VLLM_CPU_OMP_THREADS_BIND: auto, nobind, or a core list "0-1"
-    omp_num_threads: int | None = None  # OMP_NUM_THREADS; applies with omp_threads_bind="nobind"
+    # Threads (see THREADS below): VLLM_CPU_OMP_THREADS_BIND (auto, nobind, or a core list "0-1"),
+    # VLLM_CPU_NUM_OF_RESERVED_CPU (None: vLLM's own choice, 1 core on x86; `backend up` makes it 0
+    # on hosts with 4 cores or fewer), OMP_NUM_THREADS (only matters with nobind).
+    omp_threads_bind: str = "auto"
+    reserved_cpus: int | None = None
+    omp_num_threads: int | None = None
     extra_args: tuple[str, ...] = ()  # appended verbatim to the engine's command line
 
     def replace(self, **changes: Any) -> BackendSettings:
         """A copy with the given fields changed; ``None`` values leave a field as it is."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
+
+THREADS = """Thread settings measured on a 2-core x86 host (AVX2, no AVX-512), vllm-cpu 0.32.0, SmolLM2-135M
+in float32, --enforce-eager: 24 chat requests (~270 prompt tokens sharing a system prompt, 32 output
+tokens each) at concurrency 8, then 4 one at a time. Output tokens/s of two quiet runs, each setting
+on a freshly started engine, the settings interleaved:
+
+  setting                                                   c=8           c=1
+  auto (vLLM's default: 1 OMP thread on core 0, core 1      51.0, 47.2    12.6, 12.2
+        reserved for the API server and scheduler)
+  auto + VLLM_CPU_NUM_OF_RESERVED_CPU=0 (binds cores 0-1)   73.4, 80.2    19.6, 18.8
+  VLLM_CPU_OMP_THREADS_BIND=0-1 (the same binding)          76.9, 70.9    16.8, 19.1
+  nobind, OMP_NUM_THREADS=2                                 56.2, 67.3    13.1, 13.8
+  nobind, OMP_NUM_THREADS=1                                 54.0, 54.9    13.9, 14.6
+
+Two threads bound to both cores win by about 50 percent: the API server and the engine-core
+scheduler are mostly idle while the worker computes, so a core reserved for them wastes half the
+machine. Unbound threads lose part of the gain to migrations. In an earlier round run while another
+engineer's gateway benchmark loaded the host, every setting fell to 47-62 tok/s and the two-thread
+binding lost its lead (47-51 vs 53 for auto), so it costs little there. Hence: auto binding with no
+reserved core on hosts with 4 cores or fewer; vLLM's default (reserve one) on larger hosts.
+"""
 
 FIELDS = {f.name for f in dataclasses.fields(BackendSettings)}
 
