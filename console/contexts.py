@@ -1,0 +1,134 @@
+"""Console contexts, like kubeconfig: where the gateway's admin API is, whose token, which cluster.
+
+The file is YAML at ``$XDG_CONFIG_HOME/switchboard/console.yaml`` (or ``--config``)::
+
+    current: local
+    operator: alice@bastion          # optional; default user@host
+    keys: {apply_weights: ctrl+s}    # optional remapping by action id
+    contexts:
+      local:
+        admin_url: http://127.0.0.1:8080
+        token_env: SWITCHBOARD_ADMIN_TOKEN
+        engine_url: http://127.0.0.1:8000
+      prod:
+        admin_url: https://gw.internal:9443
+        token_file: ~/.config/switchboard/prod.token
+        prometheus_url: http://prometheus:9090
+        kube_context: prod-eu
+        namespace: ai-prod
+        readonly: true
+        color: red
+        prod: true
+
+With no file, the embedded ``local`` context points at what ``make up`` starts.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_ADMIN_URL = "http://127.0.0.1:8080"
+DEFAULT_ENGINE_URL = "http://127.0.0.1:8000"
+
+
+class ContextError(Exception):
+    """The console config cannot be used; the message names the file, the key and the problem."""
+
+
+class Context(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "local"
+    admin_url: str = DEFAULT_ADMIN_URL
+    token_env: str | None = "SWITCHBOARD_ADMIN_TOKEN"
+    token_file: str | None = None
+    engine_url: str | None = DEFAULT_ENGINE_URL
+    prometheus_url: str | None = None
+    kube_context: str | None = None
+    namespace: str | None = None
+    readonly: bool = False
+    prod: bool = Field(False, description="writes ask the operator to type the name they change")
+    color: Literal["red", "yellow", "green", "blue", "magenta", "cyan", "white"] = "green"
+    poll_interval_s: float = Field(1.0, gt=0)
+    timeout_s: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> Context:
+        if self.token_env is not None and self.token_file is not None:
+            raise ValueError("give at most one of 'token_env' or 'token_file'")
+        return self
+
+    def token(self) -> str | None:
+        """The admin token, read when needed (never stored in the config file itself)."""
+        if self.token_file:
+            try:
+                return Path(self.token_file).expanduser().read_text().strip() or None
+            except OSError as exc:
+                raise ContextError(f"context '{self.name}': cannot read token_file {self.token_file}: "
+                                   f"{exc.strerror}") from None
+        return os.environ.get(self.token_env or "") or None
+
+
+class ConsoleConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current: str | None = None
+    operator: str | None = None
+    keys: dict[str, str] = {}
+    contexts: dict[str, Context] = {}
+
+
+def default_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "switchboard" / "console.yaml"
+
+
+def default_operator() -> str:
+    try:
+        user = getpass.getuser()
+    except OSError:
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def load_console_config(path: str | Path | None = None) -> ConsoleConfig:
+    """Read the console config; a missing default file means the embedded ``local`` context."""
+    explicit = path is not None
+    path = Path(path) if path is not None else default_config_path()
+    if not path.exists():
+        if explicit:
+            raise ContextError(f"{path}: no such console config file")
+        return ConsoleConfig(current="local", contexts={"local": Context()})
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ContextError(f"{path}: cannot read console config: {exc}") from None
+    if isinstance(data, dict):
+        for name, ctx in (data.get("contexts") or {}).items():
+            if isinstance(ctx, dict):
+                ctx.setdefault("name", name)
+    try:
+        config = ConsoleConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "\n".join(
+            f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise ContextError(f"{path}: invalid console config\n{problems}") from None
+    if not config.contexts:
+        config.contexts = {"local": Context()}
+    return config
+
+
+def pick_context(config: ConsoleConfig, name: str | None) -> Context:
+    chosen = name or config.current or next(iter(config.contexts))
+    if chosen not in config.contexts:
+        raise ContextError(f"no context '{chosen}'; known: {', '.join(config.contexts)}")
+    return config.contexts[chosen]

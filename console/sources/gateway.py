@@ -1,0 +1,81 @@
+"""The gateway's admin API over HTTP (httpx), typed with the shared models in services.admin_api."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from services.admin_api import OPERATOR_HEADER, AuditPage, DrainChange, GatewayState, WeightsChange
+
+
+class AdminError(Exception):
+    """The admin API refused a request; ``status`` is the HTTP status, the message is the API's own."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+class Conflict(AdminError):
+    """409: someone else changed the state since it was read; ``current`` is the new state."""
+
+    def __init__(self, message: str, current: GatewayState) -> None:
+        super().__init__(409, message, "stale_version")
+        self.current = current
+
+
+class SourceDown(Exception):
+    """The gateway could not be reached or did not answer in time."""
+
+
+class GatewayClient:
+    def __init__(self, admin_url: str, token: str | None, operator: str | None = None,
+                 timeout_s: float = 2.0) -> None:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        if operator:
+            headers[OPERATOR_HEADER] = operator
+        self._client = httpx.AsyncClient(base_url=admin_url.rstrip("/"), headers=headers, timeout=timeout_s)
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._client.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise SourceDown(f"gateway at {self._client.base_url} timed out") from exc
+        except httpx.TransportError as exc:
+            raise SourceDown(f"gateway at {self._client.base_url} unreachable: {exc}") from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if response.status_code >= 400:
+            error = body.get("error", {}) if isinstance(body, dict) else {}
+            message = error.get("message") or f"HTTP {response.status_code}"
+            if response.status_code == 409 and "current" in body:
+                raise Conflict(message, GatewayState.model_validate(body["current"]))
+            raise AdminError(response.status_code, message, error.get("code"))
+        return body
+
+    async def state(self) -> GatewayState:
+        return GatewayState.model_validate(await self._request("GET", "/admin/state"))
+
+    async def audit(self, limit: int = 50, since: float | None = None) -> AuditPage:
+        params: dict[str, Any] = {"limit": limit}
+        if since is not None:
+            params["since"] = since
+        return AuditPage.model_validate(await self._request("GET", "/admin/audit", params=params))
+
+    async def set_weights(self, pool: str, weights: dict[str, int], base_version: int, reason: str) -> GatewayState:
+        change = WeightsChange(weights=weights, base_version=base_version, reason=reason)
+        body = await self._request("PUT", f"/admin/pools/{pool}/weights", json=change.model_dump())
+        return GatewayState.model_validate(body)
+
+    async def set_drained(self, target: str, drained: bool, reason: str,
+                          base_version: int | None = None) -> GatewayState:
+        change = DrainChange(reason=reason, base_version=base_version)
+        action = "drain" if drained else "undrain"
+        body = await self._request("POST", f"/admin/targets/{target}/{action}", json=change.model_dump())
+        return GatewayState.model_validate(body)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
