@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gateway.set_defaults(run=_run_gateway)
     _add_backend(commands)
+    from console.verbs import add_verbs
+
+    add_verbs(commands)
     return parser
 
 
