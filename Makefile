@@ -27,15 +27,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
-## up: the bundled vLLM backend (provisioned on first run) and the gateway in front of it; Ctrl-C stops both
+## up: the bundled vLLM backend (provisioned on first run), the gateway on the example config, and the
+## console attached to them; quitting the console stops them
 up: $(STAMP)
 	$(BIN)/switchboard backend install
 	$(BIN)/switchboard backend model
-	@$(BIN)/switchboard backend up & backend=$$!; \
-	trap 'kill -TERM $$backend 2>/dev/null; wait $$backend' EXIT INT TERM; \
-	until $(BIN)/switchboard backend status >/dev/null 2>&1; do \
-	  kill -0 $$backend 2>/dev/null || exit 1; sleep 2; done; \
-	$(BIN)/switchboard gateway --config $(EXAMPLE_CONFIG)
+	$(BIN)/switchboard up --gateway-config $(EXAMPLE_CONFIG)
 
 ## lint: ruff and the import-linter layering contracts
 lint: $(STAMP)

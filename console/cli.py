@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _run_gateway(args: argparse.Namespace) -> int:
@@ -24,7 +25,65 @@ def build_parser() -> argparse.ArgumentParser:
     from console.verbs import add_verbs
 
     add_verbs(commands)
+    _add_console(commands)
     return parser
+
+
+def _console_runner(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """A callable that runs the TUI for the chosen context (Textual is imported only here)."""
+    from console.contexts import default_operator, load_console_config, pick_context
+
+    config = load_console_config(args.config)
+    context = pick_context(config, args.context)
+
+    def run() -> int:
+        from console.app import run_console
+
+        return run_console(context, readonly=args.readonly, keys=config.keys,
+                           operator=config.operator or default_operator())
+
+    return run
+
+
+def _add_console(commands: argparse._SubParsersAction) -> None:
+    """``switchboard console`` (the TUI) and ``switchboard up`` (backend + gateway + console)."""
+    from console.contexts import ContextError
+    from console.verbs import add_context_options
+
+    def run_console(args: argparse.Namespace) -> int:
+        try:
+            return _console_runner(args)()
+        except ContextError as exc:
+            print(f"switchboard console: {exc}", file=sys.stderr)
+            return 2
+
+    def run_up(args: argparse.Namespace) -> int:
+        from console.stack import run_stack
+
+        try:
+            runner = _console_runner(args)
+        except ContextError as exc:
+            print(f"switchboard up: {exc}", file=sys.stderr)
+            return 2
+        return run_stack(args.gateway_config, runner)
+
+    console = commands.add_parser("console", help="the on-call TUI (keyboard-driven; ? for help)")
+    add_context_options(console)
+    console.add_argument("--readonly", action="store_true", help="hide every write action")
+    console.set_defaults(run=run_console)
+
+    up = commands.add_parser("up", help="start the bundled backend and the gateway, then the console on them")
+    add_context_options(up)
+    up.add_argument("--readonly", action="store_true", help="open the console read-only")
+    up.add_argument("--gateway-config", default=str(_example_gateway_config()), help="gateway YAML (default: example)")
+    up.set_defaults(run=run_up)
+
+
+def _example_gateway_config() -> Path:
+    """The example gateway config shipped in the package (a data file: no gateway code is imported)."""
+    import services
+
+    return Path(services.__file__).parent / "gateway" / "examples" / "gateway.example.yaml"
 
 
 def _add_backend(commands: argparse._SubParsersAction) -> None:
