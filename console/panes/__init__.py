@@ -1,0 +1,9 @@
+"""The console's panes, one module each. Panes render snapshots handed to them; they do no I/O."""
+
+from console.panes.audit import AuditPane
+from console.panes.base import Pane
+from console.panes.engine import EnginePane
+from console.panes.providers import ProvidersPane
+from console.panes.routing import RoutingPane
+
+__all__ = ["AuditPane", "EnginePane", "Pane", "ProvidersPane", "RoutingPane"]

@@ -1,0 +1,74 @@
+"""Audit: the latest admin changes, newest first: time, operator, action, target, reason, before -> after."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+
+from console.panes.base import Pane
+from console.panes.format import utc_time
+from console.panes.table import KeyedTable, Row
+from console.sources.poller import Observed
+from services.admin_api import AuditPage, AuditRecord
+
+COLUMNS = (
+    ("Time UTC", "time", 8),
+    ("Operator", "operator", 16),
+    ("Action", "action", 11),
+    ("Target", "target", 16),
+    ("Reason", "reason", 22),
+    ("Change", "change", 28),
+)
+
+
+class AuditPane(Pane):
+    TITLE = "Audit"
+
+    def compose(self) -> ComposeResult:
+        yield KeyedTable(COLUMNS, id="audit-table")
+
+    @property
+    def body(self) -> KeyedTable:
+        return self.query_one(KeyedTable)
+
+    def show(self, observed: Observed[AuditPage], now: float) -> None:
+        self.show_health(observed, now)
+        page = observed.data
+        if not self.changed(page, observed.error):
+            return
+        if page is None:
+            self.body.show_empty("waiting for the gateway" if observed.error is None else observed.error)
+        elif not page.entries:
+            self.body.show_empty("no changes yet")
+        else:
+            self.body.sync([_row(entry) for entry in page.entries])
+
+
+def change(before: Any, after: Any) -> str:
+    """``a 50->70, b 50->30`` for weights, ``drained false->true`` for drains, else ``before -> after``."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        keys = list(dict.fromkeys([*before, *after]))
+        parts = [f"{k} {_v(before.get(k))}->{_v(after.get(k))}" for k in keys if before.get(k) != after.get(k)]
+        return ", ".join(parts) or "no change"
+    return f"{_v(before)} -> {_v(after)}"
+
+
+def _v(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "-" if value is None else str(value)
+
+
+def _row(entry: AuditRecord) -> Row:
+    action_style = {"drain": "magenta", "undrain": "green", "set_weights": "cyan"}.get(entry.action, "")
+    cells = (
+        utc_time(entry.time),
+        Text(entry.operator or entry.actor),
+        Text(entry.action, style=action_style),
+        Text(entry.target),
+        Text(entry.reason),
+        Text(change(entry.before, entry.after)),
+    )
+    return f"v{entry.version}", cells

@@ -1,0 +1,63 @@
+"""Regenerates the console's screenshots (SVG) in ``screenshots/`` from the real app with fixed data.
+
+Run by ``make screenshots``; from the repository root: ``python tests/console/make_screenshots.py [OUT_DIR]``.
+The data are the snapshot tests' (tests/console/sample_data.py): no network, a frozen clock, so the
+files change only when the console's look does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.console.sample_data import snapshot_app  # noqa: E402
+
+WIDE = (120, 40)
+
+
+@dataclass(frozen=True)
+class Shot:
+    name: str
+    title: str
+    size: tuple[int, int] = WIDE
+    keys: tuple[str, ...] = ()
+    app: dict[str, object] = field(default_factory=dict)
+
+
+SHOTS = (
+    Shot("console-live", "Switchboard: live"),
+    Shot("console-routing-staged", "Switchboard: a staged weight change", keys=("2", "plus", "plus", "down", "minus")),
+    Shot("console-confirm-prod", "Switchboard: confirm on a prod context", keys=("2", "plus", "plus", "a"),
+         app={"prod": True}),
+    Shot("console-stale", "Switchboard: a hung gateway and a dead engine", app={"feed": "stale"}),
+    Shot("console-readonly", "Switchboard: read-only", keys=("2",), app={"readonly": True}),
+    Shot("console-help", "Switchboard: keys", keys=("question_mark",)),
+    Shot("console-80x24", "Switchboard at 80x24", size=(80, 24), keys=("2", "plus")),
+)
+
+
+async def take(shot: Shot, out: Path) -> Path:
+    app = snapshot_app(**shot.app)  # type: ignore[arg-type]
+    async with app.run_test(size=shot.size) as pilot:
+        await pilot.press(*shot.keys)
+        await pilot.pause()
+        path = out / f"{shot.name}.svg"
+        path.write_text(app.export_screenshot(title=shot.title))
+    return path
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[0]) if argv else REPO_ROOT / "screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    for shot in SHOTS:
+        print(asyncio.run(take(shot, out)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

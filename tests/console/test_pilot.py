@@ -1,0 +1,220 @@
+"""The console against a real gateway on loopback, driven with Pilot (keys only) through the app factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from console.app import SwitchboardApp, create_app
+from console.panes import AuditPane, EnginePane, ProvidersPane, RoutingPane
+from console.screens import ConfirmScreen
+from console.sources.poller import Health
+from tests.console.pilot_helpers import console_context, type_text, wait_for
+from tests.gateway_harness import VIEWER_TOKEN, auth
+
+pytestmark = pytest.mark.anyio
+SIZE = (120, 40)
+
+
+def gateway_state(gw) -> dict:
+    return httpx.get(gw.url + "/admin/state", headers=auth(VIEWER_TOKEN)).json()
+
+
+def pool_weights(gw, pool: str = "split") -> dict[str, int]:
+    return next(p for p in gateway_state(gw)["pools"] if p["name"] == pool)["weights"]
+
+
+def gateway_audit(gw) -> list[dict]:
+    return httpx.get(gw.url + "/admin/audit", headers=auth(VIEWER_TOKEN)).json()["entries"]
+
+
+def routing_cell(app: SwitchboardApp, target: str, pool: str = "split") -> str:
+    return str(app.query_one(RoutingPane).body.get_cell(f"{pool}\x1f{target}", "value"))
+
+
+async def loaded(pilot, app: SwitchboardApp) -> None:
+    await wait_for(pilot, lambda: app.state is not None, what="the first gateway state")
+
+
+async def stage_plus(pilot, app: SwitchboardApp, times: int = 2) -> None:
+    await pilot.press("2")
+    await wait_for(pilot, lambda: app.selection() == ("split", "a"), what="split/a selected in Routing")
+    await pilot.press(*["plus"] * times)
+
+
+async def confirm_with(pilot, app: SwitchboardApp, reason: str) -> None:
+    assert isinstance(app.screen, ConfirmScreen)
+    assert app.screen.focused is not None and app.screen.focused.id == "cancel", "focus must start on Cancel"
+    await pilot.press("tab")
+    await type_text(pilot, reason)
+    await pilot.press("enter")  # reason given: focus moves to Confirm
+    assert app.screen.focused is not None and app.screen.focused.id == "ok"
+    await pilot.press("enter")
+
+
+def health_log(app: SwitchboardApp) -> list[tuple[str, Health]]:
+    """Every snapshot the app ingests, in order (sampling the screen could miss a short STALE)."""
+    log: list[tuple[str, Health]] = []
+    ingest = app.ingest
+
+    def recording(observed: Any) -> None:
+        log.append((observed.source, observed.health))
+        ingest(observed)
+
+    app.ingest = recording  # type: ignore[method-assign]
+    return log
+
+
+def transitions(log: list[tuple[str, Health]], source: str, since: int = 0) -> list[Health]:
+    """The health changes of one source from ``log[since]`` on, a LIVE poll still in flight then dropped."""
+    seen: list[Health] = []
+    for name, health in log[since:]:
+        if name == source and (not seen or seen[-1] is not health):
+            seen.append(health)
+    return seen[1:] if seen[:1] == [Health.LIVE] else seen
+
+
+async def test_staged_weights_applied_change_the_gateway_and_are_audited(split_gateway) -> None:
+    gw = split_gateway
+    app = create_app(console_context(gw), operator="alice@test")
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, app)
+        await stage_plus(pilot, app, times=2)
+        assert app.staged is not None and app.staged.after == {"a": 60, "b": 40}
+        assert routing_cell(app, "a") == "50 -> 60" and routing_cell(app, "b") == "50 -> 40"
+        assert pool_weights(gw) == {"a": 50, "b": 50}, "staging alone must not write"
+        await pilot.press("a")
+        assert "pool split: a 50 -> 60, b 50 -> 40" in app.screen.confirmation.change
+        await confirm_with(pilot, app, "a fast")
+        await wait_for(pilot, lambda: app.staged is None and app.state.version == 1, what="the applied state")
+        assert routing_cell(app, "a") == "60" and routing_cell(app, "b") == "40"
+        await wait_for(pilot, lambda: app.snapshots["audit"].data and app.snapshots["audit"].data.entries,
+                       what="the audit pane to show the change")
+    assert pool_weights(gw) == {"a": 60, "b": 40}
+    [entry] = gateway_audit(gw)
+    assert entry["operator"] == "alice@test" and entry["reason"] == "a fast"
+    assert entry["action"] == "set_weights" and entry["after"] == {"a": 60, "b": 40}
+
+
+async def test_cancel_changes_nothing_then_drain_and_undrain(split_gateway) -> None:
+    gw = split_gateway
+    app = create_app(console_context(gw), operator="alice@test")
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, app)
+        await stage_plus(pilot, app, times=1)
+        await pilot.press("a")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("enter")  # focus is on Cancel
+        assert not isinstance(app.screen, ConfirmScreen)
+        await pilot.press("d")
+        assert app.screen.confirmation.change.startswith("drain target a")
+        await pilot.press("escape")
+        assert app.staged is not None, "a cancelled apply keeps the staged change for another try"
+        await pilot.press("x")
+        assert app.staged is None and routing_cell(app, "a") == "50"
+        assert gateway_state(gw)["version"] == 0 and gateway_audit(gw) == []
+
+        await pilot.press("1")  # Providers: its cursor row is the selected target
+        await wait_for(pilot, lambda: app.selection() == (None, "a"), what="a selected in Providers")
+        assert app.check_action("undrain", ()) is None, "undrain is greyed while a is not drained"
+        await pilot.press("d")
+        await confirm_with(pilot, app, "maint")
+        await wait_for(pilot, lambda: app.state.version == 1, what="the drain")
+        assert next(t for t in app.state.targets if t.name == "a").drained
+        await pilot.press("u")
+        await confirm_with(pilot, app, "done")
+        await wait_for(pilot, lambda: app.state.version == 2, what="the undrain")
+    assert [(e["action"], e["reason"]) for e in gateway_audit(gw)] == [("undrain", "done"), ("drain", "maint")]
+
+
+async def test_conflict_shows_the_other_change_and_drops_the_stale_staging(split_gateway) -> None:
+    gw = split_gateway
+    app = create_app(console_context(gw, poll_interval_s=5.0), operator="alice@test")
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, app)
+        await stage_plus(pilot, app, times=2)
+        async with httpx.AsyncClient() as client:  # a second operator, behind the app's back
+            other = await client.put(f"{gw.url}/admin/pools/split/weights", headers=auth(operator="bob@elsewhere"),
+                                     json={"weights": {"a": 30, "b": 70}, "base_version": 0, "reason": "bob's change"})
+        assert other.status_code == 200 and app.state.version == 0, "the app has not seen bob's change yet"
+        await pilot.press("a")
+        await confirm_with(pilot, app, "a fast")
+        await wait_for(pilot, lambda: app.state.version == 1, what="the 409's current state")
+        errors = [message for severity, _, message in app.notices if severity == "error"]
+        assert errors and "changed by bob@elsewhere" in errors[-1] and "retry" in errors[-1]
+        assert app.staged is None
+        assert routing_cell(app, "a") == "30" and routing_cell(app, "b") == "70"
+    assert pool_weights(gw) == {"a": 30, "b": 70}
+    assert [e["reason"] for e in gateway_audit(gw)] == ["bob's change"]
+
+
+async def test_viewer_token_write_switches_to_readonly(split_gateway) -> None:
+    ctx = console_context(split_gateway, token_env="SWITCHBOARD_TEST_VIEWER_TOKEN")
+    app = create_app(ctx, operator="viewer@test")
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, app)
+        await stage_plus(pilot, app, times=1)
+        await pilot.press("a")
+        await confirm_with(pilot, app, "try")
+        await wait_for(pilot, lambda: app.readonly, what="the switch to read-only")
+        assert app.staged is None and app.check_action("apply_weights", ()) is False
+        assert "READ-ONLY" in str(app.query_one("#context-bar").render())
+    assert gateway_state(split_gateway)["version"] == 0
+
+
+async def test_dead_sources_go_stale_then_down_while_the_rest_keeps_updating(split_gateway, engine_standin) -> None:
+    ctx = console_context(split_gateway, engine_url=engine_standin.url, poll_interval_s=0.1, timeout_s=0.3)
+    app = create_app(ctx, down_after_s=0.8)
+    log = health_log(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.first_full_frame_s is not None, what="every pane LIVE")
+
+        mark = len(log)
+        engine_standin.mode = "hang"  # a hung source: accepts, never answers
+        await wait_for(pilot, lambda: app.snapshots["engine"].health is Health.STALE, what="engine STALE")
+        assert "STALE" in app.query_one(EnginePane).title_plain
+        seen = app.snapshots["gateway"].fetched_at
+        await pilot.press("4")  # keys still work while the engine hangs
+        assert app.active_pane == "audit"
+        await wait_for(pilot, lambda: app.snapshots["engine"].health is Health.DOWN, what="engine DOWN")
+        assert "DOWN" in app.query_one(EnginePane).title_plain
+        assert app.snapshots["gateway"].health is Health.LIVE and app.snapshots["gateway"].fetched_at > seen
+        assert "LIVE" in app.query_one(ProvidersPane).title_plain and "LIVE" in app.query_one(AuditPane).title_plain
+        assert transitions(log, "engine", since=mark) == [Health.STALE, Health.DOWN]
+        engine_standin.mode = "ok"
+        engine_standin.release.set()
+        await wait_for(pilot, lambda: app.snapshots["engine"].health is Health.LIVE, what="engine LIVE again")
+
+        mark = len(log)
+        split_gateway.stop()  # a dead source: connection refused
+        await wait_for(pilot, lambda: app.snapshots["gateway"].health is Health.DOWN, what="gateway DOWN")
+        await wait_for(pilot, lambda: app.snapshots["audit"].health is Health.DOWN, what="audit DOWN")
+        assert transitions(log, "gateway", since=mark) == [Health.STALE, Health.DOWN]
+        assert app.state is not None, "the last state stays on screen"
+        assert "DOWN" in app.query_one(RoutingPane).title_plain
+        seen = app.snapshots["engine"].fetched_at
+        await wait_for(pilot, lambda: app.snapshots["engine"].fetched_at > seen, what="the engine to keep updating")
+        assert app.snapshots["engine"].health is Health.LIVE and "LIVE" in app.query_one(EnginePane).title_plain
+
+
+async def test_pause_refresh_and_help_with_no_color(split_gateway, monkeypatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = create_app(console_context(split_gateway, poll_interval_s=0.2, prod=True, color="red"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot, app)
+        await pilot.press("p")
+        assert "PAUSED" in str(app.query_one("#context-bar").render())
+        await pilot.pause(0.2)
+        seen = app.snapshots["gateway"].fetched_at
+        await pilot.pause(0.3)
+        assert app.snapshots["gateway"].fetched_at == seen, "paused: no polls"
+        await pilot.press("r")  # refresh polls once even while paused
+        await wait_for(pilot, lambda: app.snapshots["gateway"].fetched_at != seen, what="a manual refresh")
+        await pilot.press("p", "question_mark")
+        help_text = " ".join(row.description for row in app.screen.actions)
+        assert "Apply the staged weights" in help_text and "Drain the selected target" in help_text
+        await pilot.press("escape", "2", "plus", "a")
+        assert isinstance(app.screen, ConfirmScreen) and app.screen.confirmation.type_to_confirm == "split"
+        assert app.export_screenshot()
