@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXAMPLE_CONFIG := services/gateway/examples/gateway.example.yaml
 
-.PHONY: up test lint perf clean clean-backend
+.PHONY: up test lint perf screenshots clean clean-backend
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) is required (install Python 3.11)"; exit 1; }
@@ -43,9 +43,14 @@ lint: $(STAMP)
 test: lint system-packages
 	$(BIN)/python -m pytest -q
 
-## perf: benchmarks that print figures (gateway overhead vs direct and vs Portkey)
-perf: $(STAMP)
+## perf: benchmarks that print figures (gateway overhead vs direct and vs Portkey; console start-up and CPU)
+perf: $(STAMP) system-packages
 	$(BIN)/python tests/perf/bench_gateway.py
+	$(BIN)/python tests/perf/bench_console.py
+
+## screenshots: regenerate the console's SVGs in screenshots/ from the real app (fixed data, no network)
+screenshots: $(STAMP)
+	$(BIN)/python tests/console/make_screenshots.py
 
 ## clean: the project's virtualenv and caches (the engine's cached virtualenv stays: see clean-backend)
 clean:

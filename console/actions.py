@@ -74,26 +74,31 @@ class Action:
     precondition: Precondition = _always
     show_in_footer: bool = True
     cli_verb: str | None = None  # the `switchboard` subcommand that runs the same operation
+    stages: bool = False  # prepares a write (staging weights): pointless, so hidden, in read-only mode
 
     @property
     def writes(self) -> bool:
         return self.danger >= Danger.WRITE
 
+    @property
+    def hidden_when_readonly(self) -> bool:
+        return self.writes or self.stages
+
     def unavailable(self, state: ActionState) -> str | None:
         """Why the action cannot run now, or None when it can."""
-        if self.writes and state.readonly:
+        if self.hidden_when_readonly and state.readonly:
             return "read-only"
         return self.precondition(state)
 
 
 ACTIONS: tuple[Action, ...] = (
     Action("shift_up", "plus", f"Move {WEIGHT_STEP} weight points to the selected target", Danger.SAFE,
-           _needs_pool_target, cli_verb=None),
+           _needs_pool_target, stages=True),
     Action("shift_down", "minus", f"Move {WEIGHT_STEP} weight points away from the selected target", Danger.SAFE,
-           _needs_pool_target),
+           _needs_pool_target, stages=True),
     Action("apply_weights", "a", "Apply the staged weights (asks for a reason)", Danger.WRITE, _needs_staged,
            cli_verb="weights set"),
-    Action("discard_weights", "x", "Discard the staged weights", Danger.SAFE, _needs_staged),
+    Action("discard_weights", "x", "Discard the staged weights", Danger.SAFE, _needs_staged, stages=True),
     Action("drain", "d", "Drain the selected target (no new requests)", Danger.DESTRUCTIVE, _needs_undrained,
            cli_verb="drain"),
     Action("undrain", "u", "Undrain the selected target", Danger.WRITE, _needs_drained, cli_verb="undrain"),
@@ -117,8 +122,8 @@ def keymap(overrides: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def visible_actions(readonly: bool) -> list[Action]:
-    """What the footer, help and palette offer: in read-only mode writes are hidden, not greyed."""
-    return [action for action in ACTIONS if not (readonly and action.writes)]
+    """What the footer, help and palette offer: in read-only mode writes (and staging) are hidden, not greyed."""
+    return [action for action in ACTIONS if not (readonly and action.hidden_when_readonly)]
 
 
 # ---- staged weights -----------------------------------------------------------------------------

@@ -403,7 +403,7 @@ class SwitchboardApp(App[int]):
         registered = self._registry_action(action)
         if registered is None:
             return True
-        if registered.writes and self.readonly:
+        if registered.hidden_when_readonly and self.readonly:
             return False  # hidden, not greyed
         if registered.writes and self.writing:
             return None
