@@ -597,6 +597,7 @@ def create_app(
     """
     gateway = GatewayClient(context.admin_url, context.token(), operator, context.timeout_s)
     engine = EngineClient(context.engine_url, context.timeout_s) if context.engine_url else None
+    intervals = {**context.poll_intervals, **(intervals or {})}
     return SwitchboardApp(context, gateway, engine, readonly=readonly, keys=keys, operator=operator, clock=clock,
                           poll=poll, intervals=intervals, down_after_s=down_after_s)
 

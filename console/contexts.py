@@ -10,6 +10,7 @@ The file is YAML at ``$XDG_CONFIG_HOME/switchboard/console.yaml`` (or ``--config
         admin_url: http://127.0.0.1:8080
         token_env: SWITCHBOARD_ADMIN_TOKEN
         engine_url: http://127.0.0.1:8000
+        poll_intervals: {engine: 5}  # seconds; gateway, engine, audit
       prod:
         admin_url: https://gw.internal:9443
         token_file: ~/.config/switchboard/prod.token
@@ -29,7 +30,7 @@ import getpass
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -57,6 +58,9 @@ class Context(BaseModel):
     prod: bool = Field(False, description="writes ask the operator to type the name they change")
     color: Literal["red", "yellow", "green", "blue", "magenta", "cyan", "white"] = "green"
     poll_interval_s: float = Field(1.0, gt=0)
+    poll_intervals: dict[Literal["gateway", "engine", "audit"], Annotated[float, Field(gt=0)]] = Field(
+        {}, description="per-source overrides; by default the engine and audit poll at twice poll_interval_s"
+    )
     timeout_s: float = Field(2.0, gt=0)
 
     @model_validator(mode="after")

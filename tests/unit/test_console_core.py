@@ -25,12 +25,13 @@ def test_contexts_file_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     path.write_text(yaml.safe_dump({"current": "prod", "contexts": {
         "prod": {"admin_url": "http://gw:8080", "token_env": "PROD_TOKEN", "readonly": True, "color": "red",
                  "prod": True},
-        "dev": {"admin_url": "http://dev:8080"}}}, sort_keys=False))
+        "dev": {"admin_url": "http://dev:8080", "poll_intervals": {"engine": 5}}}}, sort_keys=False))
     monkeypatch.setenv("PROD_TOKEN", "s3cret")
     config = load_console_config(path)
     prod = pick_context(config, None)
     assert prod.readonly and prod.prod and prod.color == "red" and prod.token() == "s3cret"
     assert pick_context(config, "dev").admin_url == "http://dev:8080"
+    assert pick_context(config, "dev").poll_intervals == {"engine": 5}
     with pytest.raises(ContextError, match="no context 'stage'; known: prod, dev"):
         pick_context(config, "stage")
     path.write_text(yaml.safe_dump({"contexts": {"x": {"admin_url": "u", "colour": "red"}}}))
