@@ -26,6 +26,7 @@ from services.admin_api import (
 )
 from services.gateway.auth import Principal, TokenSet
 from services.gateway.control import ControlPlane, InvalidChange, UnknownName
+from services.gateway.errors import error_object
 from services.gateway.state.base import StaleVersion, StoreUnavailable
 from services.gateway.state_view import gateway_state
 
@@ -38,12 +39,8 @@ class AdminError(Exception):
         self.status, self.message, self.code, self.param = status, message, code, param
 
 
-_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 409: "conflict_error",
-          422: "invalid_request_error", 503: "service_unavailable"}
-
-
 def _error(status: int, message: str, code: str, param: str | None = None, **extra: object) -> JSONResponse:
-    body = {"error": {"message": message, "type": _TYPES.get(status, "error"), "code": code, "param": param}}
+    body = error_object(status, message, code=code, param=param)
     return JSONResponse(body | extra, status_code=status,
                         headers={"www-authenticate": "Bearer"} if status == 401 else None)
 

@@ -33,9 +33,14 @@ FINAL_STATUS = {
 }
 
 
-def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None) -> bytes:
+def error_object(status: int, message: str, *, code: str | None = None, param: str | None = None) -> dict:
+    """OpenAI's ``{"error": {...}}`` shape; the data plane and the admin API both answer with it."""
     error_type = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return json.dumps({"error": {"message": message, "type": error_type, "param": param, "code": code}}).encode()
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None) -> bytes:
+    return json.dumps(error_object(status, message, code=code, param=param)).encode()
 
 
 class RequestError(Exception):

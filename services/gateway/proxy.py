@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
-from services.gateway.context import RoutingContext
+from services.gateway.context import ContextError, RoutingContext
 from services.gateway.errors import FINAL_STATUS, RequestError, error_body
 from services.gateway.health import ErrorClass
 from services.gateway.metrics import status_class
@@ -322,8 +322,6 @@ def parse_request(endpoint: Endpoint, raw: bytes, routes: dict) -> dict[str, Any
 
 
 def routing_context(headers: dict[str, str], payload: dict[str, Any]) -> RoutingContext:
-    from services.gateway.context import ContextError
-
     try:
         return RoutingContext(headers, payload)
     except ContextError as exc:

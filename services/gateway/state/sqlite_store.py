@@ -47,8 +47,7 @@ class SQLiteStore(StateStore):
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA synchronous=FULL")  # per connection; WAL mode is kept in the file (see _open)
         return conn
 
     async def _run(self, func, *args):  # type: ignore[no-untyped-def]
@@ -65,6 +64,7 @@ class SQLiteStore(StateStore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._connect()
         try:
+            conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
         finally:
             conn.close()
