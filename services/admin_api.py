@@ -6,11 +6,40 @@ so the console never needs the gateway's internals.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
 OPERATOR_HEADER = "x-switchboard-operator"
+
+#: Client tiers, lowest first. A client key carries one; a tier header may only claim the key's tier or lower.
+TIERS = ("free", "paid", "enterprise")
+Tier = Literal["free", "paid", "enterprise"]
+BudgetPeriod = Literal["day", "week", "month", "total"]
+
+# Bidirectional overrides and isolates (Trojan Source, CVE-2021-42574) and the line/paragraph separators.
+_BIDI_AND_SEPARATORS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+                                 "\u2028\u2029")
+
+
+def unsafe_character(value: str) -> str | None:
+    """The first character a terminal could act on (C0/C1 controls, DEL, bidi controls), as ``U+XXXX``."""
+    for char in value:
+        if char in _BIDI_AND_SEPARATORS or unicodedata.category(char) == "Cc":
+            return f"U+{ord(char):04X}"
+    return None
+
+
+def _plain_text(value: str) -> str:
+    bad = unsafe_character(value)
+    if bad is not None:
+        raise ValueError(f"control or bidi character {bad} is not allowed")
+    return value
+
+
+#: Free text the gateway stores and consoles later draw: no control or bidi characters.
+PlainText = Annotated[str, AfterValidator(_plain_text)]
 
 TargetStatus = Literal["healthy", "half_open", "open", "cooling_down", "drained", "disabled"]
 BreakerName = Literal["closed", "half_open", "open"]
@@ -33,6 +62,13 @@ class TargetState(BaseModel):
     requests_per_s: float
     p50_ms: float | None
     p99_ms: float | None
+    # Time to first token (streams) and total latency (whole answers), kept apart; ms over the recent window.
+    ttft_ema_ms: float | None = None
+    ttft_p50_ms: float | None = None
+    ttft_p99_ms: float | None = None
+    total_ema_ms: float | None = None
+    total_p50_ms: float | None = None
+    total_p99_ms: float | None = None
 
 
 class PoolState(BaseModel):
@@ -58,10 +94,15 @@ class GatewayState(BaseModel):
 
 
 def _reason(value: str) -> str:
-    value = value.strip()
+    value = _plain_text(value).strip()
     if not value:
         raise ValueError("a reason is required")
     return value
+
+
+Reason = Annotated[str, Field(min_length=1, max_length=500, pattern=r"\S",
+                              description="why: required, not blank, no control or bidi characters"),
+                   AfterValidator(_reason)]
 
 
 class WeightsChange(BaseModel):
@@ -70,19 +111,15 @@ class WeightsChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
     weights: dict[str, Annotated[StrictInt, Field(ge=0, le=100)]] = Field(min_length=1)
     base_version: StrictInt = Field(ge=0, description="the state version this change was based on")
-    reason: str = Field(max_length=500)
-
-    _check_reason = field_validator("reason")(_reason)
+    reason: Reason
 
 
 class DrainChange(BaseModel):
     """``POST /admin/targets/{target}/drain`` and ``/undrain``."""
 
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(max_length=500)
+    reason: Reason
     base_version: StrictInt | None = Field(None, ge=0, description="omit to apply on the current version")
-
-    _check_reason = field_validator("reason")(_reason)
 
 
 class AuditRecord(BaseModel):
@@ -90,7 +127,7 @@ class AuditRecord(BaseModel):
     time: float
     actor: str  # the admin token's name
     operator: str | None  # user@host from the x-switchboard-operator header
-    action: Literal["set_weights", "drain", "undrain"]
+    action: str  # set_weights, drain, undrain, create_key, disable_key, enable_key, delete_key, ...
     target: str
     reason: str
     before: Any
@@ -117,3 +154,73 @@ class ConflictResponse(BaseModel):
 
     error: ErrorDetail
     current: GatewayState
+
+
+# ---- client keys (virtual keys) ------------------------------------------------------------------
+
+
+class KeyUsage(BaseModel):
+    """Use of one key as this replica knows it (exact on one replica; see the keys docs for Redis)."""
+
+    requests_this_minute: int
+    tokens_this_minute: int
+    spend_usd: float  # in the current budget period
+    period_started_at: float | None  # Unix time; None for the 'total' period
+
+
+class KeyRecord(BaseModel):
+    """A client key as stored: never the key itself, only its hash (not shown) and a recognisable prefix."""
+
+    id: str  # public handle, "key_" + hex; what the admin API and the CLI name a key by
+    prefix: str  # the key's first characters, "sk-sb-AbC"
+    name: str
+    owner: str
+    tier: Tier
+    routes: list[str]  # routes the key may name in `model`; empty means every route
+    rpm_limit: int | None
+    tpm_limit: int | None
+    budget_usd: float | None
+    budget_period: BudgetPeriod
+    expires_at: float | None  # Unix time
+    disabled: bool
+    created_at: float
+    created_by: str
+    usage: KeyUsage | None = None
+
+
+class KeyCreate(BaseModel):
+    """``POST /admin/keys``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[PlainText, Field(min_length=1, max_length=100, pattern=r"\S")]
+    owner: Annotated[PlainText, Field(min_length=1, max_length=200, pattern=r"\S")]
+    tier: Tier = "free"
+    routes: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        [], max_length=100, description="routes the key may use; empty: every route")
+    rpm_limit: StrictInt | None = Field(None, ge=1, le=10_000_000, description="requests per minute")
+    tpm_limit: StrictInt | None = Field(None, ge=1, le=10_000_000_000, description="tokens per minute")
+    budget_usd: float | None = Field(None, gt=0, le=1e9, allow_inf_nan=False,
+                                     description="spend allowed per budget period, from the price table")
+    budget_period: BudgetPeriod = "month"
+    expires_at: float | None = Field(None, gt=0, le=1e11, allow_inf_nan=False, description="Unix time")
+    reason: Reason
+
+
+class KeyCreated(BaseModel):
+    """The answer to a create: the key itself appears here once and is never stored or shown again."""
+
+    key: str
+    record: KeyRecord
+    version: int
+
+
+class KeyChange(BaseModel):
+    """``POST /admin/keys/{id}/disable``, ``/enable`` and ``DELETE /admin/keys/{id}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: Reason
+
+
+class KeyList(BaseModel):
+    version: int
+    keys: list[KeyRecord]

@@ -6,7 +6,18 @@ from typing import Any
 
 import httpx
 
-from services.admin_api import OPERATOR_HEADER, AuditPage, DrainChange, GatewayState, WeightsChange
+from services.admin_api import (
+    OPERATOR_HEADER,
+    AuditPage,
+    DrainChange,
+    GatewayState,
+    KeyChange,
+    KeyCreate,
+    KeyCreated,
+    KeyList,
+    KeyRecord,
+    WeightsChange,
+)
 
 
 class AdminError(Exception):
@@ -76,6 +87,25 @@ class GatewayClient:
         action = "drain" if drained else "undrain"
         body = await self._request("POST", f"/admin/targets/{target}/{action}", json=change.model_dump())
         return GatewayState.model_validate(body)
+
+    async def keys(self) -> KeyList:
+        return KeyList.model_validate(await self._request("GET", "/admin/keys"))
+
+    async def key(self, key_id: str) -> KeyRecord:
+        return KeyRecord.model_validate(await self._request("GET", f"/admin/keys/{key_id}"))
+
+    async def create_key(self, spec: KeyCreate) -> KeyCreated:
+        body = await self._request("POST", "/admin/keys", json=spec.model_dump(exclude_none=True))
+        return KeyCreated.model_validate(body)
+
+    async def set_key_disabled(self, key_id: str, disabled: bool, reason: str) -> KeyRecord:
+        action = "disable" if disabled else "enable"
+        body = await self._request("POST", f"/admin/keys/{key_id}/{action}", json=KeyChange(reason=reason).model_dump())
+        return KeyRecord.model_validate(body)
+
+    async def delete_key(self, key_id: str, reason: str) -> KeyRecord:
+        body = await self._request("DELETE", f"/admin/keys/{key_id}", json=KeyChange(reason=reason).model_dump())
+        return KeyRecord.model_validate(body)
 
     async def aclose(self) -> None:
         await self._client.aclose()
