@@ -392,7 +392,7 @@ class Standin:
         self.port = port
         self._lock = threading.Lock()
         self._queue: deque[Fault] = deque()
-        self._default: Fault | None = None
+        self._default: Fault | Callable[[], Fault] | None = None
         self._requests: list[RecordedRequest] = []
         self._completed = 0
         self._cancelled = 0
@@ -505,8 +505,9 @@ class Standin:
         with self._lock:
             self._queue.extend(faults)
 
-    def set_default(self, fault: Fault | None) -> None:
-        """The fault used when the queue is empty; None means normal answers."""
+    def set_default(self, fault: Fault | Callable[[], Fault] | None) -> None:
+        """The fault used when the queue is empty; None means normal answers. A function is called
+        once per such request (on the server thread) and its Fault used: random faults for a soak."""
         with self._lock:
             self._default = fault
 
@@ -546,7 +547,10 @@ class Standin:
         with self._lock:
             if self._queue:
                 return self._queue.popleft()
-            return self._default or Fault.ok()
+            default = self._default
+        if callable(default):
+            return default()
+        return default or Fault.ok()
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:

@@ -167,6 +167,20 @@ def test_queue_is_fifo_then_default_then_normal(oai: Standin, oc: openai.OpenAI)
     assert oc.chat.completions.create(model="m", messages=USER).choices[0].finish_reason == "stop"
 
 
+def test_default_may_be_a_function_drawing_one_fault_per_request(oai: Standin, oc: openai.OpenAI) -> None:
+    drawn = itertools.cycle([Fault.status(500), Fault.ok()])
+    oai.push(Fault.status(502))
+    oai.set_default(lambda: next(drawn))
+    statuses = []
+    for _ in range(5):
+        try:
+            oc.chat.completions.create(model="m", messages=USER)
+            statuses.append(200)
+        except openai.InternalServerError as exc:
+            statuses.append(exc.status_code)
+    assert statuses == [502, 500, 200, 500, 200]  # the queue first, then one draw per request
+
+
 # --------------------------------------------------------------------------------------------------
 # OpenAI protocol
 # --------------------------------------------------------------------------------------------------
