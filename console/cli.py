@@ -61,11 +61,12 @@ def _add_console(commands: argparse._SubParsersAction) -> None:
         from console.stack import run_stack
 
         try:
-            runner = _console_runner(args)
+            _console_runner(args)  # a bad console config fails before anything starts
         except ContextError as exc:
             print(f"switchboard up: {exc}", file=sys.stderr)
             return 2
-        return run_stack(args.gateway_config, runner)
+        # Loaded again once the stack runs: the embedded local context follows the stack's record.
+        return run_stack(args.gateway_config, lambda: _console_runner(args)(), start_backend=not args.no_backend)
 
     console = commands.add_parser("console", help="the on-call TUI (keyboard-driven; ? for help)")
     add_context_options(console)
@@ -76,6 +77,9 @@ def _add_console(commands: argparse._SubParsersAction) -> None:
     add_context_options(up)
     up.add_argument("--readonly", action="store_true", help="open the console read-only")
     up.add_argument("--gateway-config", default=str(_example_gateway_config()), help="gateway YAML (default: example)")
+    up.add_argument("--no-backend", action="store_true",
+                    help="do not start the bundled vLLM: use a backend you run yourself, or a gateway config "
+                         "without the local target")
     up.set_defaults(run=run_up)
 
 

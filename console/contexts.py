@@ -21,7 +21,10 @@ The file is YAML at ``$XDG_CONFIG_HOME/switchboard/console.yaml`` (or ``--config
         color: red
         prod: true
 
-With no file, the embedded ``local`` context points at what ``make up`` starts.
+With no file, the embedded ``local`` context points at what ``make up`` starts: the running stack's
+admin URL from its record in the state directory (127.0.0.1:8080 when there is none), and its token
+from ``$SWITCHBOARD_ADMIN_TOKEN`` when that is set, else from the operator token file ``make up``
+wrote there. A context may name both ``token_env`` and ``token_file``: the variable wins when set.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from console.statedir import OPERATOR_TOKEN, read_stack_record, state_path
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8080"
 DEFAULT_ENGINE_URL = "http://127.0.0.1:8000"
@@ -63,21 +68,20 @@ class Context(BaseModel):
     )
     timeout_s: float = Field(2.0, gt=0)
 
-    @model_validator(mode="after")
-    def _one_token_source(self) -> Context:
-        if self.token_env is not None and self.token_file is not None:
-            raise ValueError("give at most one of 'token_env' or 'token_file'")
-        return self
-
     def token(self) -> str | None:
-        """The admin token, read when needed (never stored in the config file itself)."""
-        if self.token_file:
-            try:
-                return Path(self.token_file).expanduser().read_text().strip() or None
-            except OSError as exc:
-                raise ContextError(f"context '{self.name}': cannot read token_file {self.token_file}: "
-                                   f"{exc.strerror}") from None
-        return os.environ.get(self.token_env or "") or None
+        """The admin token, read when needed (never stored in the config file itself).
+
+        ``token_env`` when that variable is set, else ``token_file``; None when neither is configured.
+        """
+        from_env = os.environ.get(self.token_env) if self.token_env else None
+        if from_env or not self.token_file:
+            return from_env or None
+        try:
+            return Path(self.token_file).expanduser().read_text().strip() or None
+        except OSError as exc:
+            unset = f" (and ${self.token_env} is unset)" if self.token_env else ""
+            raise ContextError(f"context '{self.name}': cannot read token_file {self.token_file}: "
+                               f"{exc.strerror}{unset}") from None
 
 
 class ConsoleConfig(BaseModel):
@@ -109,7 +113,7 @@ def load_console_config(path: str | Path | None = None) -> ConsoleConfig:
     if not path.exists():
         if explicit:
             raise ContextError(f"{path}: no such console config file")
-        return ConsoleConfig(current="local", contexts={"local": Context()})
+        return ConsoleConfig(current="local", contexts={"local": local_context()})
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -127,8 +131,16 @@ def load_console_config(path: str | Path | None = None) -> ConsoleConfig:
         )
         raise ContextError(f"{path}: invalid console config\n{problems}") from None
     if not config.contexts:
-        config.contexts = {"local": Context()}
+        config.contexts = {"local": local_context()}
     return config
+
+
+def local_context() -> Context:
+    """The embedded context: the stack ``switchboard up`` runs (or last ran) here, else the defaults."""
+    record = read_stack_record()
+    if record is None:
+        return Context(token_file=str(state_path() / OPERATOR_TOKEN))
+    return Context(admin_url=record.admin_url, token_file=record.operator_token_file)
 
 
 def pick_context(config: ConsoleConfig, name: str | None) -> Context:

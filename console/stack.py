@@ -3,36 +3,62 @@
 The backend and gateway run as child processes with their output in log files (the console owns the
 terminal). Quitting the console stops both. A lock file holds the running stack's PID, so a second
 ``switchboard up`` says so instead of fighting over ports.
+
+Tokens: the operator and viewer tokens come from ``$SWITCHBOARD_ADMIN_TOKEN`` / ``$SWITCHBOARD_VIEWER_TOKEN``
+when set, else from 0600 files in the state directory, generated on the first run and reused after
+(so consoles and scripts that read them keep working across restarts; delete a file to rotate it).
+The gateway gets them as those two environment variables, which is what the example config's
+``admin.tokens`` name: a custom gateway config keeps its own token settings untouched. The stack's
+record (``stack.json``) tells a second terminal where the admin API is and which file holds the token.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
-import secrets
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import yaml
+
+from console.contexts import ContextError, default_operator
+from console.localkey import KEY_TIER, LocalKey, ensure_local_key
+from console.sources.gateway import AdminError, SourceDown
+from console.statedir import (
+    OPERATOR_TOKEN,
+    STACK_LOCK,
+    VIEWER_TOKEN,
+    SecretFileError,
+    StackRecord,
+    ensure_secret,
+    remove_stack_record,
+    state_dir,
+    write_stack_record,
+)
 
 BACKEND_URL = "http://127.0.0.1:8000"
-GATEWAY_URL = "http://127.0.0.1:8080"
+OPERATOR_TOKEN_ENV = "SWITCHBOARD_ADMIN_TOKEN"
+VIEWER_TOKEN_ENV = "SWITCHBOARD_VIEWER_TOKEN"
 
-
-def state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    path = Path(base) / "switchboard"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+__all__ = ["AlreadyRunning", "run_stack", "stack_lock", "state_dir"]
 
 
 class AlreadyRunning(Exception):
     pass
+
+
+class StackError(Exception):
+    """The stack cannot start; the message says what and where."""
 
 
 @contextlib.contextmanager
@@ -45,8 +71,11 @@ def stack_lock(path: Path) -> Iterator[None]:
         handle.seek(0)
         holder = handle.read().strip() or "?"
         handle.close()
-        raise AlreadyRunning(f"a Switchboard stack is already running (pid {holder}); use `switchboard console` "
-                             "to open another console on it, or stop it first") from None
+        token_file = path.parent / OPERATOR_TOKEN
+        raise AlreadyRunning(
+            f"a Switchboard stack is already running (pid {holder}); `switchboard console` opens another console "
+            f"on it and `switchboard status` shows its health (they read the operator token from "
+            f"${OPERATOR_TOKEN_ENV} when set, else from {token_file}); stop it by quitting its console") from None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
@@ -59,6 +88,69 @@ def stack_lock(path: Path) -> Iterator[None]:
             path.unlink()
 
 
+@dataclass(frozen=True)
+class GatewayAddress:
+    """Where the gateway a config describes listens, as a client on this host reaches it."""
+
+    url: str
+    admin_url: str
+    example_route: str
+
+
+def _client_host(host: str) -> str:
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def gateway_address(config_path: str) -> GatewayAddress:
+    """Read the listener addresses from the gateway config (YAML only: the console never imports the gateway)."""
+    try:
+        data = yaml.safe_load(Path(config_path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise StackError(f"cannot read gateway config {config_path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise StackError(f"gateway config {config_path}: expected a mapping at the top level")
+    server = data.get("server") or {}
+    admin = data.get("admin") or {}
+    host, port = server.get("host", "127.0.0.1"), server.get("port", 8080)
+    if not isinstance(port, int) or port <= 0:
+        raise StackError(f"gateway config {config_path}: `switchboard up` needs a fixed server.port, got {port!r}")
+    url = f"http://{_client_host(str(host))}:{port}"
+    admin_url = url
+    if admin.get("host") is not None and isinstance(admin.get("port"), int):
+        admin_url = f"http://{_client_host(str(admin['host']))}:{admin['port']}"
+    routes = list(data.get("routes") or {})
+    return GatewayAddress(url, admin_url, "local" if "local" in routes else (routes[0] if routes else "auto"))
+
+
+@dataclass(frozen=True)
+class Token:
+    value: str
+    source: str  # what start-up prints: the file and whether it was generated, or the variable
+
+
+def _token(env: str, path: Path) -> Token:
+    if os.environ.get(env):
+        return Token(os.environ[env], f"from ${env} (a second terminal needs the same variable)")
+    value, created = ensure_secret(path)
+    return Token(value, f"{path} (mode 0600, {'generated' if created else 'reused'})")
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when `switchboard up` dies, even by SIGKILL or a dropped SSH session (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    kwargs: dict[str, Any] = {"preexec_fn": _die_with_parent} if sys.platform == "linux" else {}
+    return subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+                            env=env, **kwargs)
+
+
 def _switchboard() -> list[str]:
     return [sys.executable, "-m", "console.cli"]
 
@@ -68,12 +160,12 @@ def _wait(url: str, proc: subprocess.Popen[bytes], what: str, log: Path, timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError(f"{what} exited with {proc.returncode}; last log lines ({log}):\n{tail}")
+            raise StackError(f"{what} exited with {proc.returncode}; last log lines ({log}):\n{tail}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=1).status_code == 200:
                 return
         time.sleep(0.5)
-    raise RuntimeError(f"{what} not healthy after {timeout_s:.0f} s; see {log}")
+    raise StackError(f"{what} not healthy after {timeout_s:.0f} s; see {log}")
 
 
 def _stop(proc: subprocess.Popen[bytes] | None, grace_s: float = 30) -> None:
@@ -87,32 +179,70 @@ def _stop(proc: subprocess.Popen[bytes] | None, grace_s: float = 30) -> None:
         proc.wait()
 
 
-def run_stack(gateway_config: str, run_console: Callable[[], int]) -> int:
-    """Start backend and gateway, run the console in the foreground, stop both when it returns."""
-    logs = state_dir()
-    os.environ.setdefault("SWITCHBOARD_ADMIN_TOKEN", secrets.token_urlsafe(24))  # shared by gateway and console
+def _client_key_lines(address: GatewayAddress, operator_token: str, directory: Path) -> list[str]:
+    """Create or reuse the local client key; the lines that say where it is and how to use it (never the key)."""
     try:
-        with stack_lock(logs / "stack.lock"):
-            backend = gateway = None
+        key: LocalKey = ensure_local_key(address.admin_url, operator_token, default_operator(), directory)
+    except (AdminError, SourceDown, SecretFileError) as exc:
+        return [f"no local client key: {exc} (create one with POST /admin/keys)"]
+    how = (f"created {key.key_id}" + (f": {key.why_new}" if key.why_new else "")) if key.created \
+        else f"reused {key.key_id}"
+    quoted = shlex.quote(str(key.path))
+    return [
+        f"client key: {key.path} (mode 0600, tier {KEY_TIER}, {how})",
+        "  try it:",
+        f"  curl -s {address.url}/v1/chat/completions -H \"authorization: Bearer $(cat {quoted})\" \\",
+        "    -H 'content-type: application/json' \\",
+        f"    -d '{{\"model\": \"{address.example_route}\", \"messages\": [{{\"role\": \"user\", "
+        f"\"content\": \"Say hello\"}}]}}'",
+        f"  OPENAI_BASE_URL={address.url}/v1 OPENAI_API_KEY=\"$(cat {quoted})\" python -c "
+        f"'import openai; print(openai.OpenAI().models.list())'",
+    ]
+
+
+def run_stack(gateway_config: str, run_console: Callable[[], int], *, start_backend: bool = True) -> int:
+    """Start backend (unless told not to) and gateway, run the console in the foreground, stop both after.
+
+    ``run_console`` is called once the gateway is healthy and the stack's record is written, so a console
+    on the embedded ``local`` context reaches this stack.
+    """
+    try:
+        address = gateway_address(gateway_config)
+        directory = state_dir()
+        with stack_lock(directory / STACK_LOCK):
+            operator = _token(OPERATOR_TOKEN_ENV, directory / OPERATOR_TOKEN)
+            viewer = _token(VIEWER_TOKEN_ENV, directory / VIEWER_TOKEN)
+            write_stack_record(directory, StackRecord(os.getpid(), address.url, address.admin_url,
+                                                      str(directory / OPERATOR_TOKEN)))
+            print(f"state directory: {directory}\n  operator token: {operator.source}\n"
+                  f"  viewer token:   {viewer.source}\n"
+                  "  another terminal: `switchboard console`, `switchboard status`, `switchboard weights show` "
+                  "reach this stack", flush=True)
             try:
-                backend_log = logs / "backend.log"
-                print(f"starting the vLLM backend (log: {backend_log}) ...", flush=True)
-                backend = subprocess.Popen([*_switchboard(), "backend", "up"], stdout=backend_log.open("w"),
-                                           stderr=subprocess.STDOUT, start_new_session=True)
-                _wait(BACKEND_URL + "/health", backend, "the backend", backend_log, 900)
-                gateway_log = logs / "gateway.log"
-                print(f"starting the gateway (log: {gateway_log}) ...", flush=True)
-                gateway = subprocess.Popen([*_switchboard(), "gateway", "--config", gateway_config],
-                                           stdout=gateway_log.open("w"), stderr=subprocess.STDOUT,
-                                           start_new_session=True)
-                _wait(GATEWAY_URL + "/health", gateway, "the gateway", gateway_log, 60)
-                return run_console()
-            except RuntimeError as exc:
-                print(f"switchboard up: {exc}", file=sys.stderr)
-                return 1
+                return _run(address, gateway_config, directory, operator, viewer, run_console, start_backend)
             finally:
-                _stop(gateway)
-                _stop(backend)
-    except AlreadyRunning as exc:
+                remove_stack_record(directory)
+    except (AlreadyRunning, StackError, SecretFileError, ContextError) as exc:
         print(f"switchboard up: {exc}", file=sys.stderr)
         return 1
+
+
+def _run(address: GatewayAddress, gateway_config: str, directory: Path, operator: Token, viewer: Token,
+         run_console: Callable[[], int], start_backend: bool) -> int:
+    backend = gateway = None
+    try:
+        if start_backend:
+            backend_log = directory / "backend.log"
+            print(f"starting the vLLM backend (log: {backend_log}) ...", flush=True)
+            backend = _start([*_switchboard(), "backend", "up"], backend_log)
+            _wait(BACKEND_URL + "/health", backend, "the backend", backend_log, 900)
+        gateway_log = directory / "gateway.log"
+        print(f"starting the gateway on {address.url} (log: {gateway_log}) ...", flush=True)
+        env = {**os.environ, OPERATOR_TOKEN_ENV: operator.value, VIEWER_TOKEN_ENV: viewer.value}
+        gateway = _start([*_switchboard(), "gateway", "--config", gateway_config], gateway_log, env)
+        _wait(address.url + "/health", gateway, "the gateway", gateway_log, 60)
+        print("\n".join(_client_key_lines(address, operator.value, directory)), flush=True)
+        return run_console()
+    finally:
+        _stop(gateway)
+        _stop(backend)

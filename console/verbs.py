@@ -34,12 +34,13 @@ def _context(args: argparse.Namespace) -> tuple[Context, str]:
 def _run(args: argparse.Namespace, work: Callable[[GatewayClient, Context], Awaitable[int]]) -> int:
     try:
         context, operator = _context(args)
+        token = context.token()
     except ContextError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2
 
     async def go() -> int:
-        client = GatewayClient(context.admin_url, context.token(), operator, context.timeout_s)
+        client = GatewayClient(context.admin_url, token, operator, context.timeout_s)
         try:
             return await work(client, context)
         finally:
