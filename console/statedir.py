@@ -54,8 +54,8 @@ def read_secret(path: Path) -> str | None:
         return None
     except OSError as exc:
         raise SecretFileError(f"cannot read {path}: {exc.strerror}") from None
-    with os.fdopen(fd) as handle:
-        info = os.fstat(handle.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise SecretFileError(f"{path} is not a regular file")
         if info.st_uid != os.getuid():
@@ -63,10 +63,12 @@ def read_secret(path: Path) -> str | None:
         if info.st_mode & 0o077:
             raise SecretFileError(f"{path} has mode {stat.S_IMODE(info.st_mode):04o}: others may read it; "
                                   f"delete it to have a new one generated (or chmod 600 it to keep it)")
-        try:
+        with os.fdopen(fd, closefd=False) as handle:
             value = handle.read().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SecretFileError(f"cannot read {path}: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SecretFileError(f"cannot read {path}: {exc}") from None
+    finally:
+        os.close(fd)
     if not value:
         raise SecretFileError(f"{path} is empty; delete it to have a new one generated")
     return value
