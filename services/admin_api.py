@@ -100,7 +100,16 @@ def _reason(value: str) -> str:
     return value
 
 
-Reason = Annotated[str, Field(min_length=1, max_length=500, pattern=r"\S",
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+# The schema's pattern tells schema-driven clients a blank value is refused; the validators give the message.
+_NOT_BLANK = {"pattern": r"\S"}
+
+Reason = Annotated[str, Field(min_length=1, max_length=500, json_schema_extra=_NOT_BLANK,
                               description="why: required, not blank, no control or bidi characters"),
                    AfterValidator(_reason)]
 
@@ -192,8 +201,10 @@ class KeyCreate(BaseModel):
     """``POST /admin/keys``."""
 
     model_config = ConfigDict(extra="forbid")
-    name: Annotated[PlainText, Field(min_length=1, max_length=100, pattern=r"\S")]
-    owner: Annotated[PlainText, Field(min_length=1, max_length=200, pattern=r"\S")]
+    name: Annotated[PlainText, Field(min_length=1, max_length=100, json_schema_extra=_NOT_BLANK),
+                    AfterValidator(_not_blank)]
+    owner: Annotated[PlainText, Field(min_length=1, max_length=200, json_schema_extra=_NOT_BLANK),
+                     AfterValidator(_not_blank)]
     tier: Tier = "free"
     routes: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
         [], max_length=100, description="routes the key may use; empty: every route")

@@ -75,6 +75,7 @@ def fast_settings(**overrides: Any) -> dict[str, Any]:
         "retry": {"max_retries": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.05, "budget_s": 1.0},
         "cooldowns": {"rate_limit_default_s": 5, "auth_s": 30},
         "admin": {"tokens": ADMIN_TOKENS},
+        "auth": {"mode": "open"},  # tests about client keys set mode 'keys'
     }
     settings.update(overrides)
     return settings

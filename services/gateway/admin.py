@@ -22,7 +22,13 @@ from services.admin_api import (
     DrainChange,
     ErrorResponse,
     GatewayState,
+    KeyChange,
+    KeyCreate,
+    KeyCreated,
+    KeyList,
+    KeyRecord,
     WeightsChange,
+    unsafe_character,
 )
 from services.gateway.auth import Principal, TokenSet
 from services.gateway.control import ControlPlane, InvalidChange, UnknownName
@@ -93,9 +99,9 @@ def build_admin_app(control: ControlPlane, tokens: TokenSet) -> FastAPI:
         if value is None:
             return None
         value = value.strip()
-        if len(value) > MAX_OPERATOR_LEN or not value.isprintable():
-            raise AdminError(422, f"{OPERATOR_HEADER} must be printable and at most {MAX_OPERATOR_LEN} characters",
-                             "validation_error", OPERATOR_HEADER)
+        if len(value) > MAX_OPERATOR_LEN or not value.isprintable() or unsafe_character(value):
+            raise AdminError(422, f"{OPERATOR_HEADER} must be printable (no control or bidi characters) and at most "
+                             f"{MAX_OPERATOR_LEN} characters", "validation_error", OPERATOR_HEADER)
         return value or None
 
     @app.exception_handler(AdminError)
@@ -113,9 +119,10 @@ def build_admin_app(control: ControlPlane, tokens: TokenSet) -> FastAPI:
             problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
         return _error(422, "; ".join(problems), "validation_error", first_field)
 
-    async def write(call) -> GatewayState | JSONResponse:  # type: ignore[no-untyped-def]
+    async def write(call, answer=None) -> GatewayState | JSONResponse:  # type: ignore[no-untyped-def]
+        """Run a control-plane write; map its refusals to answers; answer with ``answer(result)`` or the state."""
         try:
-            await call
+            result = await call
         except UnknownName as exc:
             return _error(404, str(exc), "not_found")
         except InvalidChange as exc:
@@ -129,7 +136,7 @@ def build_admin_app(control: ControlPlane, tokens: TokenSet) -> FastAPI:
                           current=gateway_state(gw, control).model_dump())
         except StoreUnavailable as exc:
             return _error(503, f"state store unavailable, nothing changed: {exc}", "store_unavailable")
-        return gateway_state(gw, control)
+        return gateway_state(gw, control) if answer is None else answer(result)
 
     @app.get("/admin/state", response_model=GatewayState, responses=responses)
     async def state(_: Annotated[Principal, Depends(reader)]) -> GatewayState:
@@ -163,5 +170,60 @@ def build_admin_app(control: ControlPlane, tokens: TokenSet) -> FastAPI:
         except StoreUnavailable as exc:
             return _error(503, f"state store unavailable: {exc}", "store_unavailable")
         return AuditPage(entries=[AuditRecord.model_validate(entry, from_attributes=True) for entry in entries])
+
+    # ---- client keys ---------------------------------------------------------------------------
+
+    async def key_records(keys: list) -> list[KeyRecord]:  # type: ignore[type-arg]
+        """Records with usage; all replicas' counts on Redis (synced first), this process's on SQLite."""
+        try:
+            await gw.meter.sync(keys)
+        except StoreUnavailable:
+            pass  # usage as this replica last knew it
+        return [key.record(gw.meter.usage(key)) for key in keys]
+
+    key_responses = {**write_responses}
+    del key_responses[409]
+
+    @app.get("/admin/keys", response_model=KeyList, responses=responses)
+    async def list_keys(_: Annotated[Principal, Depends(reader)]) -> KeyList:
+        keys = sorted(control.state.keys.values(), key=lambda k: (k.name, k.id))
+        return KeyList(version=control.state.version, keys=await key_records(keys))
+
+    @app.post("/admin/keys", status_code=201, response_model=KeyCreated, responses=key_responses)
+    async def create_key(spec: KeyCreate, request: Request,
+                         principal: Annotated[Principal, Depends(writer)]) -> KeyCreated | JSONResponse:
+        def created(result: tuple) -> KeyCreated:  # type: ignore[type-arg]
+            secret, key, version = result
+            return KeyCreated(key=secret, record=key.record(gw.meter.usage(key)), version=version)
+
+        return await write(control.create_key(spec, principal.name, operator_of(request)), created)
+
+    @app.get("/admin/keys/{key_id}", response_model=KeyRecord, responses={**responses, 404: {"model": ErrorResponse}})
+    async def show_key(key_id: str, _: Annotated[Principal, Depends(reader)]) -> KeyRecord | JSONResponse:
+        key = control.state.keys.get(key_id)
+        if key is None:
+            return _error(404, f"unknown client key '{key_id}'", "not_found")
+        return (await key_records([key]))[0]
+
+    def key_answer(key) -> KeyRecord:  # type: ignore[no-untyped-def]
+        return key.record(gw.meter.usage(key))
+
+    @app.post("/admin/keys/{key_id}/disable", response_model=KeyRecord, responses=key_responses)
+    async def disable_key(key_id: str, change: KeyChange, request: Request,
+                          principal: Annotated[Principal, Depends(writer)]) -> KeyRecord | JSONResponse:
+        return await write(control.set_key_disabled(key_id, True, change.reason, principal.name,
+                                                    operator_of(request)), key_answer)
+
+    @app.post("/admin/keys/{key_id}/enable", response_model=KeyRecord, responses=key_responses)
+    async def enable_key(key_id: str, change: KeyChange, request: Request,
+                         principal: Annotated[Principal, Depends(writer)]) -> KeyRecord | JSONResponse:
+        return await write(control.set_key_disabled(key_id, False, change.reason, principal.name,
+                                                    operator_of(request)), key_answer)
+
+    @app.delete("/admin/keys/{key_id}", response_model=KeyRecord, responses=key_responses)
+    async def delete_key(key_id: str, change: KeyChange, request: Request,
+                         principal: Annotated[Principal, Depends(writer)]) -> KeyRecord | JSONResponse:
+        return await write(control.delete_key(key_id, change.reason, principal.name, operator_of(request)),
+                           key_answer)
 
     return app

@@ -32,9 +32,11 @@ COMPLETION_PATHS: dict[str, Endpoint] = {"/v1/chat/completions": "chat", "/v1/co
 JSON = b"application/json"
 
 
-async def _respond(send: Send, status: int, body: bytes, content_type: bytes = JSON) -> None:
+async def _respond(send: Send, status: int, body: bytes, content_type: bytes = JSON,
+                   headers: list[tuple[bytes, bytes]] | None = None) -> None:
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
+                            *(headers or ())]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -71,7 +73,6 @@ class GatewayApp:
             ("GET", "/health"): self._health,
             ("GET", "/ready"): self._ready,
             ("GET", "/metrics"): self._metrics,
-            ("GET", "/v1/models"): self._models,
         }
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -88,9 +89,12 @@ class GatewayApp:
         if self.serve_admin and path.startswith(ADMIN_PREFIX):
             await self.admin(scope, receive, send)
             return
+        if path == "/v1/models" and method == "GET":
+            await self._models(scope, send)
+            return
         handler = self._routes.get((method, path))
         if handler is None:
-            known = endpoint is not None or any(p == path for _, p in self._routes)
+            known = endpoint is not None or path == "/v1/models" or any(p == path for _, p in self._routes)
             status = 405 if known else 404
             await _respond(send, status, error_body(status, f"{method} {path} is not served here"))
             return
@@ -103,8 +107,10 @@ class GatewayApp:
             if message["type"] == "lifespan.startup":
                 self.gw.start_providers()
                 await self.control.start()
+                self.gw.meter.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.gw.meter.stop()
                 await self.control.stop()
                 await self.gw.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -119,22 +125,23 @@ class GatewayApp:
         guard = _DisconnectGuard(send, receive)
         send = guard.send
         try:
+            headers, authorization = _request_headers(scope)
+            client = gw.access.authenticate(authorization)
             raw = await _read_body(receive)
             payload = parse_request(endpoint, raw, gw.config.routes)
             route = payload["model"]
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
-                       if k.startswith(b"x-switchboard-")}
+            gw.access.admit(client, route, headers)
             plan = gw.router.plan(route, routing_context(headers, payload))
             guard.arm()
             serve = serve_stream if payload.get("stream") else serve_complete
             gw.metrics.child("in_flight", route).inc()
             try:
-                status = await serve(gw, endpoint, plan, payload, send, started)
+                status = await serve(gw, endpoint, plan, payload, send, started, client)
             finally:
                 gw.metrics.child("in_flight", route).dec()
         except RequestError as exc:
             status = exc.status
-            await _respond(send, status, exc.body())
+            await _respond(send, status, exc.body(), headers=exc.headers())
         except NoTargetError as exc:
             status = 503
             await _respond(send, status, error_body(503, str(exc), code="no_available_target"))
@@ -166,10 +173,28 @@ class GatewayApp:
             self.gw.publish_health(target)
         return 200, self.gw.metrics.render(), self.gw.metrics.content_type.encode()
 
-    async def _models(self) -> tuple[int, bytes, bytes]:
+    async def _models(self, scope: dict[str, Any], send: Send) -> None:
+        """The routes the caller may name in ``model`` (all of them in open mode)."""
+        try:
+            client = self.gw.access.authenticate(_request_headers(scope)[1])
+        except RequestError as exc:
+            await _respond(send, exc.status, exc.body(), headers=exc.headers())
+            return
         data = [{"id": name, "object": "model", "created": int(self.gw.started_at), "owned_by": "switchboard"}
-                for name in self.gw.config.routes]
-        return 200, json.dumps({"object": "list", "data": data}).encode(), JSON
+                for name in self.gw.access.visible_routes(client, list(self.gw.config.routes))]
+        await _respond(send, 200, json.dumps({"object": "list", "data": data}).encode())
+
+
+def _request_headers(scope: dict[str, Any]) -> tuple[dict[str, str], bytes | None]:
+    """The routing headers (``x-switchboard-*``) and the raw Authorization value, in one pass."""
+    routing: dict[str, str] = {}
+    authorization = None
+    for name, value in scope["headers"]:
+        if name.startswith(b"x-switchboard-"):
+            routing[name.decode("latin-1")] = value.decode("latin-1")
+        elif name == b"authorization":
+            authorization = value
+    return routing, authorization
 
 
 class _DisconnectGuard:

@@ -7,6 +7,7 @@ holds its API key.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from importlib import resources
 from pathlib import Path
@@ -141,6 +142,24 @@ class Cooldowns(_Strict):
     auth_s: float = Field(60.0, gt=0, description="after 401, 403 or 404")
 
 
+class Limits(_Strict):
+    """What one data-plane request may take from the gateway."""
+
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="larger bodies get 413, checked while reading")
+    body_read_timeout_s: float = Field(
+        30.0, gt=0, description="time to receive the whole body once the headers are in; then 408 and the "
+        "connection is closed",
+    )
+    max_concurrent_requests: int = Field(
+        1024, ge=1, description="completion requests served at once; past it 503 with retry-after"
+    )
+    request_timeout_s: float | None = Field(
+        None, gt=0, description="deadline for a whole request, across every retry and fallback and the stream "
+        "itself; default: the largest total_s among the targets it may try, so one attempt can always use its "
+        "own total_s but retries and fallbacks never stretch a request past it",
+    )
+
+
 class Server(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -176,6 +195,16 @@ class Admin(_Strict):
         return self
 
 
+class Auth(_Strict):
+    """Who may call the data plane (``/v1/*``)."""
+
+    mode: Literal["keys", "open"] = Field(
+        "keys",
+        description="'keys': a client key (Authorization: Bearer sk-sb-...) is required and sets the tier; "
+        "'open': anyone who reaches the port, tier from the x-switchboard-tier header (loopback listeners only)",
+    )
+
+
 class StateSettings(_Strict):
     backend: Literal["sqlite", "redis"] = "sqlite"
     path: str | None = Field(None, description="SQLite file; default $XDG_DATA_HOME/switchboard/gateway-state.db")
@@ -192,10 +221,12 @@ class StateSettings(_Strict):
 class GatewayConfig(_Strict):
     server: Server = Server()
     admin: Admin = Admin()
+    auth: Auth = Auth()
     state: StateSettings = StateSettings()
     health: Health = Health()
     retry: Retry = Retry()
     cooldowns: Cooldowns = Cooldowns()
+    limits: Limits = Limits()
     targets: dict[str, Target] = Field(min_length=1)
     pools: dict[str, Pool] = Field(min_length=1)
     routes: dict[str, Route] = Field(min_length=1)
@@ -216,6 +247,9 @@ class GatewayConfig(_Strict):
             for where, pool_name in named:
                 if pool_name is not None and pool_name not in self.pools:
                     problems.append(f"routes.{route_name}.{where}: unknown pool '{pool_name}'")
+        if self.auth.mode == "open" and not is_loopback(self.server.host):
+            problems.append(f"auth.mode: 'open' is allowed only on a loopback listener, not server.host "
+                            f"'{self.server.host}'; use mode 'keys'")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -229,6 +263,16 @@ class GatewayConfig(_Strict):
         """A target whose key variable is named but unset is disabled (its cloud is not configured)."""
         target = self.targets[target_name]
         return target.api_key_env is None or self.api_key(target_name) is not None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address accepts connections from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _format_location(loc: tuple[Any, ...]) -> str:

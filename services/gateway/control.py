@@ -12,10 +12,13 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from services.admin_api import KeyCreate
 from services.gateway.config import GatewayConfig
+from services.gateway.keys import SHOWN_PREFIX_LEN, ClientKey, KeyRing, generate_key, hash_key, new_key_id
 from services.gateway.runtime import Gateway
 from services.gateway.state.base import AuditEntry, ControlState, StaleVersion, StateStore, StoreUnavailable
 
@@ -94,6 +97,8 @@ class ControlPlane:
             weights[pool].update({t: w for t, w in targets.items() if t in weights[pool]})
         router.weights = weights
         router.drained = {t for t in state.drained if t in config.targets}
+        if state.keys is not self.state.keys:
+            self.gw.access.ring = KeyRing(state.keys)
         self.gw.metrics.set_weights(weights)
         self.state = state
 
@@ -104,46 +109,132 @@ class ControlPlane:
             raise UnknownName(f"unknown pool '{pool}'")
         return self.gw.router.weights[pool]
 
-    async def _commit(self, base_version: int, state: ControlState, entry: AuditEntry) -> ControlState:
+    async def _write(self, base_version: int | None, build: Callable[[ControlState], tuple[ControlState, AuditEntry]],
+                     ) -> ControlState:
+        """Commit ``build(current state)`` as the next version.
+
+        With a ``base_version`` (the version the caller read), a replica that is behind catches up from the
+        store first, so a change is never built on state older than what the caller saw; a base older than
+        the store's is a 409. Without one, the change applies on whatever is current (and is rebuilt once
+        if another replica committed in between).
+        """
         async with self._write_lock:
-            try:
-                committed = await self.store.commit(base_version, state, entry)
-            except StaleVersion as stale:
-                self._on_change(stale.current)
-                raise
-            self.apply(committed)
-            return committed
+            for _ in range(3):
+                if base_version is not None and base_version != self.state.version:
+                    self.apply(await self.store.load())
+                    if base_version != self.state.version:
+                        raise StaleVersion(self.state)
+                base = self.state.version
+                state, entry = build(self.state)
+                try:
+                    committed = await self.store.commit(base, state, entry)
+                except StaleVersion as stale:
+                    self._on_change(stale.current)
+                    if base_version is not None:
+                        raise
+                    continue
+                self.apply(committed)
+                return committed
+            raise StaleVersion(self.state)
+
+    @staticmethod
+    def _next(state: ControlState, actor: str, operator: str | None, **changes: object) -> ControlState:
+        return replace(state, version=state.version + 1, updated_at=time.time(), updated_by=operator or actor,
+                       **changes)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _entry(state: ControlState, actor: str, operator: str | None, action: str, target: str, reason: str,
+               before: object, after: object) -> AuditEntry:
+        return AuditEntry(version=state.version, time=state.updated_at or time.time(), actor=actor,
+                          operator=operator, action=action, target=target, reason=reason, before=before, after=after)
 
     async def set_weights(
         self, pool: str, weights: dict[str, int], base_version: int, reason: str, actor: str, operator: str | None
     ) -> ControlState:
-        current = self._pool(pool)
-        unknown = sorted(set(weights) - set(current))
-        if unknown:
-            raise UnknownName(f"pool '{pool}' has no target {', '.join(repr(t) for t in unknown)}")
-        after = {**current, **weights}
-        if not any(after.values()):
-            raise InvalidChange("at least one target weight must be above 0", "weights")
-        now = time.time()
-        version = base_version + 1
-        state = replace(self.state, version=version, weights={**self.state.weights, pool: after},
-                        updated_at=now, updated_by=operator or actor)
-        entry = AuditEntry(version=version, time=now, actor=actor, operator=operator, action="set_weights",
-                           target=pool, reason=reason, before=dict(current), after=after)
-        return await self._commit(base_version, state, entry)
+        def build(current: ControlState) -> tuple[ControlState, AuditEntry]:
+            live = self._pool(pool)
+            unknown = sorted(set(weights) - set(live))
+            if unknown:
+                raise UnknownName(f"pool '{pool}' has no target {', '.join(repr(t) for t in unknown)}")
+            after = {**live, **weights}
+            if not any(after.values()):
+                raise InvalidChange("at least one target weight must be above 0", "weights")
+            state = self._next(current, actor, operator, weights={**current.weights, pool: after})
+            return state, self._entry(state, actor, operator, "set_weights", pool, reason, dict(live), after)
+
+        return await self._write(base_version, build)
 
     async def set_drained(
         self, target: str, drained: bool, base_version: int | None, reason: str, actor: str, operator: str | None
     ) -> ControlState:
         if target not in self.gw.config.targets:
             raise UnknownName(f"unknown target '{target}'")
-        base = self.state.version if base_version is None else base_version
-        was = target in self.state.drained
-        names = set(self.state.drained) | {target} if drained else set(self.state.drained) - {target}
-        now = time.time()
-        state = replace(self.state, version=base + 1, drained=tuple(sorted(names)), updated_at=now,
-                        updated_by=operator or actor)
-        entry = AuditEntry(version=base + 1, time=now, actor=actor, operator=operator,
-                           action="drain" if drained else "undrain", target=target, reason=reason,
-                           before={"drained": was}, after={"drained": drained})
-        return await self._commit(base, state, entry)
+
+        def build(current: ControlState) -> tuple[ControlState, AuditEntry]:
+            was = target in current.drained
+            names = set(current.drained) | {target} if drained else set(current.drained) - {target}
+            state = self._next(current, actor, operator, drained=tuple(sorted(names)))
+            return state, self._entry(state, actor, operator, "drain" if drained else "undrain", target, reason,
+                                      {"drained": was}, {"drained": drained})
+
+        return await self._write(base_version, build)
+
+    # ---- client keys ---------------------------------------------------------------------------
+
+    def key(self, key_id: str) -> ClientKey:
+        key = self.state.keys.get(key_id)
+        if key is None:
+            raise UnknownName(f"unknown client key '{key_id}'")
+        return key
+
+    async def create_key(self, spec: KeyCreate, actor: str, operator: str | None) -> tuple[str, ClientKey, int]:
+        """A new key: returns the key itself (shown once, never stored), its record and the new version."""
+        unknown = [route for route in spec.routes if route not in self.gw.config.routes]
+        if unknown:
+            raise InvalidChange(f"unknown route(s) {', '.join(unknown)}; routes are: "
+                                f"{', '.join(self.gw.config.routes)}", "routes")
+        if spec.expires_at is not None and spec.expires_at <= time.time():
+            raise InvalidChange("expires_at is in the past", "expires_at")
+        secret = generate_key()
+        key = ClientKey(
+            id=new_key_id(), hash=hash_key(secret), prefix=secret[:SHOWN_PREFIX_LEN], name=spec.name.strip(),
+            owner=spec.owner.strip(), tier=spec.tier, routes=tuple(dict.fromkeys(spec.routes)),
+            rpm_limit=spec.rpm_limit, tpm_limit=spec.tpm_limit, budget_usd=spec.budget_usd,
+            budget_period=spec.budget_period, expires_at=spec.expires_at, disabled=False, created_at=time.time(),
+            created_by=operator or actor,
+        )
+
+        def build(current: ControlState) -> tuple[ControlState, AuditEntry]:
+            state = self._next(current, actor, operator, keys={**current.keys, key.id: key})
+            return state, self._entry(state, actor, operator, "create_key", key.id, spec.reason, None, key.public())
+
+        committed = await self._write(None, build)
+        return secret, key, committed.version
+
+    async def set_key_disabled(self, key_id: str, disabled: bool, reason: str, actor: str,
+                               operator: str | None) -> ClientKey:
+        self.key(key_id)
+
+        def build(current: ControlState) -> tuple[ControlState, AuditEntry]:
+            key = current.keys.get(key_id)
+            if key is None:
+                raise UnknownName(f"unknown client key '{key_id}'")
+            state = self._next(current, actor, operator, keys={**current.keys, key_id: key.with_disabled(disabled)})
+            return state, self._entry(state, actor, operator, "disable_key" if disabled else "enable_key", key_id,
+                                      reason, {"disabled": key.disabled}, {"disabled": disabled})
+
+        return (await self._write(None, build)).keys[key_id]
+
+    async def delete_key(self, key_id: str, reason: str, actor: str, operator: str | None) -> ClientKey:
+        deleted = self.key(key_id)
+
+        def build(current: ControlState) -> tuple[ControlState, AuditEntry]:
+            key = current.keys.get(key_id)
+            if key is None:
+                raise UnknownName(f"unknown client key '{key_id}'")
+            state = self._next(current, actor, operator,
+                               keys={k: v for k, v in current.keys.items() if k != key_id})
+            return state, self._entry(state, actor, operator, "delete_key", key_id, reason, key.public(), None)
+
+        await self._write(None, build)
+        return deleted

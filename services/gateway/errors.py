@@ -46,12 +46,21 @@ def error_body(status: int, message: str, *, code: str | None = None, param: str
 class RequestError(Exception):
     """A request the gateway refuses before routing it."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None) -> None:
+    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
+                 error_type: str | None = None, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
         self.param = param
+        self.error_type = error_type
+        self.retry_after_s = retry_after_s
 
     def body(self) -> bytes:
-        return error_body(self.status, self.message, code=self.code, param=self.param)
+        body = error_object(self.status, self.message, code=self.code, param=self.param)
+        if self.error_type is not None:
+            body["error"]["type"] = self.error_type
+        return json.dumps(body).encode()
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [] if self.retry_after_s is None else [(b"retry-after", str(self.retry_after_s).encode())]

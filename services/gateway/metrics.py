@@ -68,6 +68,14 @@ class GatewayMetrics:
             ["target"], registry=r,
         )
         self.in_flight = Gauge("switchboard_in_flight_requests", "Requests being served", ["route"], registry=r)
+        self.key_refusals = Counter(
+            "switchboard_client_key_refusals", "Data-plane requests refused by client-key checks, by reason",
+            ["reason"], registry=r,
+        )
+        self.tier_claims_ignored = Counter(
+            "switchboard_tier_claims_ignored", "Tier headers ignored because they claimed more than the key's tier",
+            registry=r,
+        )
         self.weight = Gauge("switchboard_routing_weight", "Configured weight of a target in a pool",
                             ["pool", "target"], registry=r)
 

@@ -20,6 +20,7 @@ from typing import Any
 from services.gateway.context import ContextError, RoutingContext
 from services.gateway.errors import FINAL_STATUS, RequestError, error_body
 from services.gateway.health import ErrorClass
+from services.gateway.keys import ClientKey
 from services.gateway.metrics import status_class
 from services.gateway.providers.base import Endpoint, StreamChunk, UpstreamError, UpstreamStream, Usage
 from services.gateway.routing import Plan
@@ -39,13 +40,14 @@ class Outcome:
     target: str | None = None
     last_error: UpstreamError | None = None
     tried: list[str] = field(default_factory=list)
+    client: ClientKey | None = None  # the calling client key, charged for tokens and spend
 
 
 class ClientGone(Exception):
     """The client disconnected; the upstream work was cancelled."""
 
 
-def _record_usage(gw: Gateway, target: str, usage: Usage | None) -> None:
+def _record_usage(gw: Gateway, outcome: Outcome, target: str, usage: Usage | None) -> None:
     if usage is None:
         return
     provider = gw.config.targets[target].provider
@@ -55,6 +57,8 @@ def _record_usage(gw: Gateway, target: str, usage: Usage | None) -> None:
     cost = usage.prompt_tokens / 1000 * price.input_per_1k + usage.completion_tokens / 1000 * price.output_per_1k
     if cost:
         gw.metrics.child("cost", target).inc(cost)
+    if outcome.client is not None:
+        gw.meter.record(outcome.client, usage.prompt_tokens + usage.completion_tokens, cost)
 
 
 def _record_failure(gw: Gateway, pool: str, target: str, err: UpstreamError) -> None:
@@ -166,9 +170,10 @@ def final_error(outcome: Outcome) -> tuple[int, bytes]:
 
 
 async def serve_complete(
-    gw: Gateway, endpoint: Endpoint, plan: Plan, payload: dict[str, Any], send: Send, started: float
+    gw: Gateway, endpoint: Endpoint, plan: Plan, payload: dict[str, Any], send: Send, started: float,
+    client: ClientKey | None = None,
 ) -> int:
-    outcome = Outcome()
+    outcome = Outcome(client=client)
 
     async def attempt(pool: str, target: str) -> bytes:
         provider = gw.provider(target)
@@ -186,7 +191,7 @@ async def serve_complete(
         _record_success(gw, pool, target, elapsed)
         provider_name = gw.config.targets[target].provider
         gw.metrics.child("upstream_latency", target, provider_name).observe(elapsed)
-        _record_usage(gw, target, result.usage)
+        _record_usage(gw, outcome, target, result.usage)
         return result.body
 
     try:
@@ -217,9 +222,10 @@ async def _next_chunk(stream: UpstreamStream, deadline: float, what: str) -> Str
 
 
 async def serve_stream(
-    gw: Gateway, endpoint: Endpoint, plan: Plan, payload: dict[str, Any], send: Send, started: float
+    gw: Gateway, endpoint: Endpoint, plan: Plan, payload: dict[str, Any], send: Send, started: float,
+    client: ClientKey | None = None,
 ) -> int:
-    outcome = Outcome()
+    outcome = Outcome(client=client)
     include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
     loop = asyncio.get_running_loop()
 
@@ -277,7 +283,7 @@ async def serve_stream(
             chunk = await _next_chunk(stream, deadline, f"stalled for more than {timeouts.stall_s:g} s")
     except UpstreamError as err:
         _record_failure(gw, pool, target, err)
-        _record_usage(gw, target, stream.usage)
+        _record_usage(gw, outcome, target, stream.usage)
         event = {"error": {"message": f"upstream failed mid-stream: {err.message}", "type": "upstream_error",
                            "param": None, "code": err.error_class.value}}
         await send({"type": "http.response.body", "body": b"data: " + json.dumps(event).encode() + b"\n\n"})

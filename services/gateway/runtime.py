@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 
+from services.gateway.access import Access
 from services.gateway.config import GatewayConfig
 from services.gateway.context import warm_up_tokenizer
 from services.gateway.health import BreakerState, TargetHealth
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.providers.base import Provider
 from services.gateway.routing import Router
+from services.gateway.state.base import StateStore
+from services.gateway.usage import UsageMeter
 
 
 def build_provider(name: str, config: GatewayConfig) -> Provider:
@@ -24,7 +27,7 @@ def build_provider(name: str, config: GatewayConfig) -> Provider:
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, source: str = "<memory>") -> None:
+    def __init__(self, config: GatewayConfig, store: StateStore, source: str = "<memory>") -> None:
         self.config = config
         self.source = source
         self.started_at = time.time()
@@ -33,6 +36,8 @@ class Gateway:
         self.router = Router(config, self.health, self.enabled)
         self.metrics = GatewayMetrics()
         self.metrics.set_weights(self.router.weights)
+        self.meter = UsageMeter(store)
+        self.access = Access(config.auth.mode, self.meter, self.metrics)
         self.providers: dict[str, Provider] = {}
         self.in_flight = 0
 

@@ -16,14 +16,15 @@ import uvloop
 
 from services.gateway.app import GatewayApp
 from services.gateway.auth import TokenSet
-from services.gateway.config import ConfigError, GatewayConfig, load_config
+from services.gateway.config import ConfigError, GatewayConfig, is_loopback, load_config
 from services.gateway.control import ControlPlane, build_store
 from services.gateway.runtime import Gateway
 
 
 def build_app(config: GatewayConfig, source: str = "<memory>") -> GatewayApp:
-    gateway = Gateway(config, source)
-    control = ControlPlane(gateway, build_store(config))
+    store = build_store(config)
+    gateway = Gateway(config, store, source)
+    control = ControlPlane(gateway, store)
     tokens = TokenSet.load(config.admin.tokens, source)
     return GatewayApp(gateway, control, tokens, serve_admin=config.admin.port is None)
 
@@ -77,10 +78,18 @@ def serve(config_path: str | Path, host: str | None = None, port: int | None = N
         config = load_config(config_path)
         if host is not None:
             config = config.model_copy(update={"server": config.server.model_copy(update={"host": host})})
+            if config.auth.mode == "open" and not is_loopback(host):
+                raise ConfigError(f"{config_path}: auth.mode: 'open' is allowed only on a loopback listener, "
+                                  f"not --host {host}; use mode 'keys'")
         app = build_app(config, str(config_path))
     except ConfigError as exc:
         print(f"switchboard gateway: {exc}", file=sys.stderr)
         return 2
+    if config.auth.mode == "open":
+        logging.getLogger("switchboard.gateway").warning(
+            "auth.mode is 'open': anyone who can reach %s:%s may call /v1/* without a client key, and tier "
+            "headers are trusted; use auth.mode 'keys' for anything but a local test",
+            config.server.host, port or config.server.port)
     servers = [_Server(uvicorn_config(app, config, port))]
     if not app.serve_admin:
         admin = config.admin

@@ -11,33 +11,44 @@ import abc
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+
+from services.gateway.keys import ClientKey
 
 
 @dataclass(frozen=True)
 class ControlState:
     """What operators changed at run time. ``weights`` holds whole pools (target -> weight) that
-    override the configured ones; ``drained`` lists targets taking no new requests."""
+    override the configured ones; ``drained`` lists targets taking no new requests; ``keys`` holds the
+    client keys by id (hashes only)."""
 
     version: int = 0
     weights: dict[str, dict[str, int]] = field(default_factory=dict)
     drained: tuple[str, ...] = ()
     updated_at: float | None = None
     updated_by: str | None = None
+    keys: dict[str, ClientKey] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        data = asdict(self)
+        data["keys"] = {key_id: key.to_dict() for key_id, key in self.keys.items()}
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ControlState:
-        data = json.loads(text)
-        return cls(
-            version=int(data["version"]),
-            weights={pool: {t: int(w) for t, w in targets.items()} for pool, targets in data["weights"].items()},
-            drained=tuple(data.get("drained", ())),
-            updated_at=data.get("updated_at"),
-            updated_by=data.get("updated_by"),
-        )
+        """Raises ValueError for a document that is not a control state (a corrupt row)."""
+        try:
+            data = json.loads(text)
+            return cls(
+                version=int(data["version"]),
+                weights={pool: {t: int(w) for t, w in targets.items()} for pool, targets in data["weights"].items()},
+                drained=tuple(data.get("drained", ())),
+                updated_at=data.get("updated_at"),
+                updated_by=data.get("updated_by"),
+                keys={key_id: ClientKey.from_dict(key) for key_id, key in data.get("keys", {}).items()},
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a control state document: {type(exc).__name__}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,28 @@ class StaleVersion(Exception):
 class StoreUnavailable(Exception):
     """The backing store cannot be reached; the gateway keeps its last state and refuses writes."""
 
+
+class UsageRead(NamedTuple):
+    """Which counters of one client key to read back: its minute (and the one before) and budget period."""
+
+    key_id: str
+    minute: int
+    period: int
+
+
+class UsageTotals(NamedTuple):
+    """All replicas' counts for one key."""
+
+    previous_requests: int
+    previous_tokens: int
+    requests: int
+    tokens: int
+    spend: float
+
+
+#: Usage to add: (key id, minute) -> (requests, tokens), and (key id, period start) -> spend.
+CountDeltas = dict[tuple[str, int], tuple[int, int]]
+SpendDeltas = dict[tuple[str, int], float]
 
 OnChange = Callable[[ControlState], Awaitable[None] | None]
 
@@ -102,6 +135,13 @@ class StateStore(abc.ABC):
         """Run until cancelled: call ``on_change`` with the new state whenever another writer
         (another replica) changed it, within a second. Also keeps ``degraded`` current and
         recovers by itself when the backing service returns."""
+
+    @abc.abstractmethod
+    async def sync_usage(
+        self, counts: CountDeltas, spend: SpendDeltas, reads: list[UsageRead]
+    ) -> dict[str, UsageTotals]:
+        """Add client-key usage counted by this replica and return every replica's totals for ``reads``.
+        Per-minute counters expire after a few minutes; spend is kept. May raise StoreUnavailable."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

@@ -4,7 +4,9 @@ Layout (``prefix`` defaults to ``switchboard``):
 
 - ``{prefix}:state``: the :class:`ControlState` JSON string;
 - ``{prefix}:audit``: a stream, one entry per change, one field ``entry`` holding the AuditEntry JSON;
-- ``{prefix}:changes``: a pub/sub channel; each message is the new version.
+- ``{prefix}:changes``: a pub/sub channel; each message is the new version;
+- ``{prefix}:usage:{key id}:{minute}``: a hash (``r`` requests, ``t`` tokens) of one client key's minute, kept
+  a few minutes; ``{prefix}:spend:{key id}:{period start}``: the key's spend in a budget period (a float).
 
 A commit is one Lua script (compare-and-set on the version, SET, XADD, PUBLISH), so the state and its
 audit entry are written together or not at all. Durability is the server's: with ``appendonly yes`` and
@@ -27,7 +29,18 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from services.gateway.state.base import AuditEntry, ControlState, OnChange, StaleVersion, StateStore, StoreUnavailable
+from services.gateway.state.base import (
+    AuditEntry,
+    ControlState,
+    CountDeltas,
+    OnChange,
+    SpendDeltas,
+    StaleVersion,
+    StateStore,
+    StoreUnavailable,
+    UsageRead,
+    UsageTotals,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +52,9 @@ BACKOFF_MAX_S = 1.0
 #: Stream ids carry the Redis server's clock, entry times the writer's; ``audit(since=...)`` widens its id
 #: range by this much so a replica whose clock runs ahead of Redis's does not lose entries.
 AUDIT_CLOCK_SKEW_S = 60.0
+
+USAGE_TTL_S = 300
+SPEND_TTL_S = 40 * 86400  # longer than the longest budget period that expires (a month)
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)  # builtin TimeoutError is an OSError
 
@@ -257,6 +273,36 @@ class RedisStore(StateStore):
                 await result
         except Exception:
             log.exception("state watch: on_change failed for version %d", state.version)
+
+    async def sync_usage(
+        self, counts: CountDeltas, spend: SpendDeltas, reads: list[UsageRead]
+    ) -> dict[str, UsageTotals]:
+        """One round trip: add this replica's counts, then read every replica's totals."""
+        pipe = self._client.pipeline(transaction=False)
+        for (key_id, minute), (requests, tokens) in counts.items():
+            name = f"{self.prefix}:usage:{key_id}:{minute}"
+            if requests:
+                pipe.hincrby(name, "r", requests)
+            if tokens:
+                pipe.hincrby(name, "t", tokens)
+            pipe.expire(name, USAGE_TTL_S)
+        for (key_id, start), amount in spend.items():
+            name = f"{self.prefix}:spend:{key_id}:{start}"
+            pipe.incrbyfloat(name, amount)
+            if start:  # the 'total' period (start 0) never expires
+                pipe.expire(name, SPEND_TTL_S)
+        first_read = len(pipe)
+        for read in reads:
+            pipe.hmget(f"{self.prefix}:usage:{read.key_id}:{read.minute - 1}", "r", "t")
+            pipe.hmget(f"{self.prefix}:usage:{read.key_id}:{read.minute}", "r", "t")
+            pipe.get(f"{self.prefix}:spend:{read.key_id}:{read.period}")
+        results = (await self._call(pipe.execute()))[first_read:]
+        totals = {}
+        for i, read in enumerate(reads):
+            previous, current, spent = results[3 * i: 3 * i + 3]
+            totals[read.key_id] = UsageTotals(int(previous[0] or 0), int(previous[1] or 0), int(current[0] or 0),
+                                              int(current[1] or 0), float(spent or 0.0))
+        return totals
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -16,10 +16,14 @@ from pathlib import Path
 from services.gateway.state.base import (
     AuditEntry,
     ControlState,
+    CountDeltas,
     OnChange,
+    SpendDeltas,
     StaleVersion,
     StateStore,
     StoreUnavailable,
+    UsageRead,
+    UsageTotals,
 )
 
 log = logging.getLogger("switchboard.state")
@@ -36,7 +40,19 @@ CREATE TABLE IF NOT EXISTS audit (
     entry TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
+CREATE TABLE IF NOT EXISTS key_usage (
+    key_id TEXT NOT NULL,
+    kind TEXT NOT NULL,          -- 'm': a minute's requests and tokens; 'p': a budget period's spend
+    bucket INTEGER NOT NULL,     -- the minute index, or the period's start (Unix seconds)
+    requests INTEGER NOT NULL DEFAULT 0,
+    tokens INTEGER NOT NULL DEFAULT 0,
+    spend REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (key_id, kind, bucket)
+);
 """
+
+#: Minute counters older than this many minutes are deleted when usage is synced.
+KEEP_MINUTES = 5
 
 
 class SQLiteStore(StateStore):
@@ -78,7 +94,12 @@ class SQLiteStore(StateStore):
     @staticmethod
     def _load(conn: sqlite3.Connection) -> ControlState:
         row = conn.execute("SELECT doc FROM state WHERE id = 1").fetchone()
-        return ControlState.from_json(row[0]) if row else ControlState()
+        if not row:
+            return ControlState()
+        try:
+            return ControlState.from_json(row[0])
+        except ValueError as exc:  # reported like an unreadable file: the last good state stays in use
+            raise sqlite3.DatabaseError(f"corrupt state row: {exc}") from None
 
     def _load_once(self) -> ControlState:
         conn = self._connect()
@@ -132,21 +153,68 @@ class SQLiteStore(StateStore):
         return await self._run(self._audit, since, limit)
 
     async def watch(self, on_change: OnChange) -> None:
-        seen = -1
+        """Poll the version; the first read is handed over too (a change may have landed since the
+        caller's load). An unreadable or corrupt row is logged once and the last good state kept."""
+        seen: int | None = None
+        failing: str | None = None
         while True:
             try:
                 state = await self.load()
             except StoreUnavailable as exc:
-                log.warning("%s", exc)
+                if str(exc) != failing:
+                    log.error("state watch: %s; keeping the last good state", exc)
+                failing = str(exc)
             else:
-                if seen == -1:
+                failing = None
+                if state.version != seen:
                     seen = state.version
-                elif state.version != seen:
-                    seen = state.version
-                    result = on_change(state)
-                    if inspect.isawaitable(result):
-                        await result
+                    try:
+                        result = on_change(state)
+                        if inspect.isawaitable(result):
+                            await result
+                    except Exception:
+                        log.exception("state watch: applying version %d failed", state.version)
             await asyncio.sleep(self.poll_s)
+
+    def _sync_usage(self, counts: CountDeltas, spend: SpendDeltas, reads: list[UsageRead]) -> dict[str, UsageTotals]:
+        conn = self._connect()
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL")  # usage may lose the last second on power loss, not more
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO key_usage (key_id, kind, bucket, requests, tokens) VALUES (?, 'm', ?, ?, ?) "
+                "ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, tokens = tokens + excluded.tokens",
+                [(key_id, minute, requests, tokens) for (key_id, minute), (requests, tokens) in counts.items()])
+            conn.executemany(
+                "INSERT INTO key_usage (key_id, kind, bucket, spend) VALUES (?, 'p', ?, ?) "
+                "ON CONFLICT DO UPDATE SET spend = spend + excluded.spend",
+                [(key_id, start, amount) for (key_id, start), amount in spend.items()])
+            if reads:
+                conn.execute("DELETE FROM key_usage WHERE kind = 'm' AND bucket < ?",
+                             (min(r.minute for r in reads) - KEEP_MINUTES,))
+            totals = {}
+            for read in reads:
+                rows = dict(((kind, bucket), (requests, tokens, spent)) for kind, bucket, requests, tokens, spent in
+                            conn.execute("SELECT kind, bucket, requests, tokens, spend FROM key_usage WHERE key_id = ? "
+                                         "AND ((kind = 'm' AND bucket IN (?, ?)) OR (kind = 'p' AND bucket = ?))",
+                                         (read.key_id, read.minute - 1, read.minute, read.period)))
+                previous = rows.get(("m", read.minute - 1), (0, 0, 0.0))
+                current = rows.get(("m", read.minute), (0, 0, 0.0))
+                totals[read.key_id] = UsageTotals(previous[0], previous[1], current[0], current[1],
+                                                  rows.get(("p", read.period), (0, 0, 0.0))[2])
+            conn.execute("COMMIT")
+            return totals
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    async def sync_usage(
+        self, counts: CountDeltas, spend: SpendDeltas, reads: list[UsageRead]
+    ) -> dict[str, UsageTotals]:
+        return await self._run(self._sync_usage, counts, spend, reads)
 
     async def close(self) -> None:
         return None
