@@ -3,7 +3,8 @@
 from console.panes.audit import AuditPane
 from console.panes.base import Pane
 from console.panes.engine import EnginePane
+from console.panes.keys import KeysPane
 from console.panes.providers import ProvidersPane
 from console.panes.routing import RoutingPane
 
-__all__ = ["AuditPane", "EnginePane", "Pane", "ProvidersPane", "RoutingPane"]
+__all__ = ["AuditPane", "EnginePane", "KeysPane", "Pane", "ProvidersPane", "RoutingPane"]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.text import Text
 from textual.app import ComposeResult
 
 from console.panes.base import Pane
 from console.panes.format import utc_time
 from console.panes.table import KeyedTable, Row
 from console.sources.poller import Observed
+from console.text import safe_text
 from services.admin_api import AuditPage, AuditRecord
 
 COLUMNS = (
@@ -21,6 +21,9 @@ COLUMNS = (
     ("Reason", "reason", 22),
     ("Change", "change", 28),
 )
+
+ACTION_STYLE = {"drain": "magenta", "undrain": "green", "set_weights": "cyan", "create_key": "green",
+                "enable_key": "green", "disable_key": "magenta", "delete_key": "red"}
 
 
 class AuditPane(Pane):
@@ -62,13 +65,13 @@ def _v(value: Any) -> str:
 
 
 def _row(entry: AuditRecord) -> Row:
-    action_style = {"drain": "magenta", "undrain": "green", "set_weights": "cyan"}.get(entry.action, "")
+    action_style = ACTION_STYLE.get(entry.action, "")
     cells = (
         utc_time(entry.time),
-        Text(entry.operator or entry.actor),
-        Text(entry.action, style=action_style),
-        Text(entry.target),
-        Text(entry.reason),
-        Text(change(entry.before, entry.after)),
+        safe_text(entry.operator or entry.actor),
+        safe_text(entry.action, style=action_style),
+        safe_text(entry.target),
+        safe_text(entry.reason),
+        safe_text(change(entry.before, entry.after)),
     )
     return f"v{entry.version}", cells

@@ -1,6 +1,7 @@
 """What every pane shares: a titled frame showing the pane's number, name, LIVE/STALE/DOWN and data age.
 
 A pane renders the snapshots the app hands it and nothing else: no I/O, no timers, no app state.
+Its title (health badge, error message, note) is drawn through ``console.text.safe_text``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from textual.widget import Widget
 
 from console.panes.format import health_badge
 from console.sources.poller import Observed
+from console.text import safe_text
 
 
 class Pane(Vertical):
@@ -71,6 +73,6 @@ class Pane(Vertical):
     def _render_title(self) -> None:
         title = Text.assemble((f"{self.key} ", "bold"), (self.TITLE, "bold"), " ", self._badge)
         if self._note:
-            title.append(f" · {self._note}", style="italic")
-        self._title = title
-        self.border_title = title
+            title.append_text(safe_text(f" · {self._note}", style="italic"))
+        self._title = safe_text(title)
+        self.border_title = self._title

@@ -11,6 +11,7 @@ from textual.widgets import Static
 from console.panes.base import Pane
 from console.panes.format import bar, number, percent, seconds_as_ms
 from console.sources.poller import Observed
+from console.text import safe_text
 from services.backend.metrics import EngineMetrics, LatencySummary
 
 KV_BAR_WIDTH = 16
@@ -43,7 +44,7 @@ class EnginePane(Pane):
             figures.update(Text("no engine_url in this context", style="dim"), layout=False)
         elif observed.data is None:
             message = "waiting for the engine" if observed.error is None else observed.error
-            figures.update(Text(message, style="dim"), layout=False)
+            figures.update(safe_text(message, style="dim"), layout=False)
         else:
             figures.update(render_metrics(observed.data), layout=False)
 
@@ -59,7 +60,7 @@ def render_metrics(m: EngineMetrics) -> Table:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="dim", no_wrap=True)
     grid.add_column(no_wrap=True)
-    grid.add_row("Model", ", ".join(m.models) or "-")
+    grid.add_row("Model", safe_text(", ".join(m.models) or "-"))
     waiting_style = "bold yellow" if (m.waiting or 0) > 0 else "bold"
     grid.add_row("Requests", Text.assemble("running ", (number(m.running), "bold"),
                                            "  waiting ", (number(m.waiting), waiting_style)))

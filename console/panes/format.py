@@ -1,7 +1,8 @@
 """Small text helpers shared by the panes: numbers, ages, bars, sparklines, health badges.
 
 Everything here is a pure function of its arguments (no clock, no I/O), so snapshots are stable.
-Untrusted strings (reasons, operator names) go into ``rich.text.Text`` objects, never into markup.
+Untrusted strings (reasons, operator names, errors) go into ``rich.text.Text`` objects through
+``console.text.safe_text``, never into markup.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from rich.text import Text
 
 from console.sources.poller import Health, Observed
+from console.text import safe_text
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 HEALTH_STYLE = {
@@ -44,10 +46,13 @@ def age(seconds: float | None) -> str:
 
 
 def ms(value: float | None) -> str:
+    """A latency in at most five cells below 100 s: ``1.5ms``, ``160ms``, ``2.30s``, ``12.4s``."""
     if value is None or math.isnan(value):
         return "-"
     if value >= 10_000:
         return f"{value / 1000:.1f}s"
+    if value >= 1000:
+        return f"{value / 1000:.2f}s"
     return f"{value:.0f}ms" if value >= 10 else f"{value:.1f}ms"
 
 
@@ -118,7 +123,7 @@ def health_badge(observed: Observed[object] | None, now: float, fresh_s: float |
         badge.append(f" {shown}", style="dim" if live else "")
     if observed.error and observed.health in (Health.STALE, Health.DOWN):
         error = observed.error if len(observed.error) <= 48 else observed.error[:47] + "…"
-        badge.append(f" · {error}")
+        badge.append_text(safe_text(f" · {error}"))
     return badge
 
 

@@ -10,6 +10,7 @@ from console.panes.base import Pane
 from console.panes.format import bar, status_text
 from console.panes.table import KeyedTable, Row
 from console.sources.poller import Observed
+from console.text import safe_text
 from services.admin_api import GatewayState
 
 BAR_WIDTH = 14
@@ -85,8 +86,8 @@ def _rows(state: GatewayState, staged: StagedWeights | None) -> list[Row]:
                 state_cell = Text("⏸ drained", style="magenta")
             else:
                 state_cell = status_text(target.status)
-            pool_cell = Text(pool.name, style="bold" if pool.available else "bold red") if index == 0 else Text("")
+            pool_cell = safe_text(pool.name, style="bold" if pool.available else "bold red") if index == 0 else Text("")
             if index == 0 and not pool.available:
                 pool_cell.append(" !", style="bold red")
-            rows.append((row_key(pool.name, name), (pool_cell, Text(name), weight_bar, value, state_cell)))
+            rows.append((row_key(pool.name, name), (pool_cell, safe_text(name), weight_bar, value, state_cell)))
     return rows

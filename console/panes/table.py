@@ -4,6 +4,14 @@ Textual's DataTable re-renders every visible cell whenever one cell changes; a p
 every second with twenty rows pays for that on every poll. This table renders a row to one Strip when
 that row's cells change, and otherwise only crops cached strips (Textual's Line API), so a refresh costs
 about one Rich render per changed row.
+
+Every cell and empty-table note is drawn through ``console.text.safe_text``: panes put server strings
+(target, pool and key names, audit reasons, error messages) into tables, and the table is where they all
+pass, so a new pane cannot forget to sanitize. Row keys are identities handed back to the app (a target
+name a write is addressed to) and stay as the server sent them; they are never drawn.
+
+Optionally a second header line labels groups of columns (``TTFT`` over p50/p99/EMA), and some columns
+may be ``optional``: dropped, in the order given, while the table is wider than its widget (80 columns).
 """
 
 from __future__ import annotations
@@ -20,9 +28,12 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from console.text import clean, safe_text
+
 Cell = str | Text
 Row = tuple[str, Sequence[Cell]]
 Column = tuple[str, str, int]  # label, key, width in cells
+Group = tuple[str, str, str]  # label, first column key, last column key
 GAP = 2  # cells between columns
 SIDEWAYS_STEP = 10  # cells per left/right key
 
@@ -57,16 +68,26 @@ class KeyedTable(ScrollView, can_focus=True):
             super().__init__()
             self.table, self.key = table, key
 
-    def __init__(self, columns: Sequence[Column], *, id: str | None = None) -> None:
+    def __init__(self, columns: Sequence[Column], *, id: str | None = None, groups: Sequence[Group] = (),
+                 optional: Sequence[str] = ()) -> None:
         super().__init__(id=id)
         self.columns = tuple(columns)
+        self.groups = tuple(groups)
+        self.optional = tuple(optional)  # column keys, dropped first to last while the widget is too narrow
+        self.header_lines = 2 if self.groups else 1
         self._rows: list[Row] = []
         self._strips: list[Strip] = []
         self._empty_note: str | None = None
-        self._header: Strip | None = None
-        self._width = sum(width for _, _, width in self.columns) + GAP * len(self.columns)
+        self._header: list[Strip] | None = None
+        self._shown = tuple(range(len(self.columns)))  # indexes of the columns drawn
+        self._width = self._width_of(self._shown)
 
     # ---- data in --------------------------------------------------------------------------------
+
+    @property
+    def shown_columns(self) -> list[str]:
+        """The keys of the columns drawn at the current width."""
+        return [self.columns[i][1] for i in self._shown]
 
     @property
     def row_keys(self) -> list[str]:
@@ -79,11 +100,11 @@ class KeyedTable(ScrollView, can_focus=True):
         return self._rows[min(self.cursor_row, len(self._rows) - 1)][0]
 
     def get_cell(self, key: str, column: str) -> str:
-        """The plain text of one cell (tests read the screen's content through this)."""
+        """The plain text of one cell as drawn (tests read the screen's content through this)."""
         index = next(i for i, (_, col, _) in enumerate(self.columns) if col == column)
         cells = next(cells for k, cells in self._rows if k == key)
         cell = cells[index]
-        return cell.plain if isinstance(cell, Text) else str(cell)
+        return safe_text(cell).plain if isinstance(cell, Text) else clean(str(cell))
 
     def move_to(self, key: str) -> bool:
         """Put the cursor on a row by key; False when there is no such row."""
@@ -103,8 +124,9 @@ class KeyedTable(ScrollView, can_focus=True):
                 return
             for i in changed:
                 self._strips[i] = self._render_row(rows[i][1])
-                if 1 <= i + 1 - int(self.scroll_y) < self.size.height:  # on screen, below the header
-                    self.refresh_line(i + 1)  # ScrollView takes the virtual line and subtracts the scroll
+                line = i + self.header_lines  # ScrollView takes the virtual line and subtracts the scroll
+                if self.header_lines <= line - int(self.scroll_y) < self.size.height:  # on screen, below the header
+                    self.refresh_line(line)
             self._rows = rows
             return
         self._empty_note = None
@@ -124,24 +146,36 @@ class KeyedTable(ScrollView, can_focus=True):
             return
         self._rows = []
         self._empty_note = note
-        self._strips = [self._render_row([Text(note, style="dim")], span=True)]
+        self._strips = [self._render_row([safe_text(note, style="dim")], span=True)]
         self._resize()
         self.refresh()
 
     # ---- rendering ------------------------------------------------------------------------------
 
     def _resize(self) -> None:
-        self.virtual_size = Size(self._width, len(self._strips) + 1)
+        self.virtual_size = Size(self._width, len(self._strips) + self.header_lines)
+
+    def _width_of(self, shown: Sequence[int]) -> int:
+        return sum(self.columns[i][2] + GAP for i in shown)
+
+    def _fit(self, width: int) -> tuple[int, ...]:
+        """The columns to draw in ``width`` cells: all, less optional ones while too wide (all before layout)."""
+        keys = [key for _, key, _ in self.columns]
+        shown = list(range(len(self.columns)))
+        for key in self.optional:
+            if width <= 0 or self._width_of(shown) <= width:
+                break
+            shown.remove(keys.index(key))
+        return tuple(shown)
 
     def _render_row(self, cells: Sequence[Cell], span: bool = False) -> Strip:
         line = Text(no_wrap=True, end="")
         if span:
-            text = cells[0] if isinstance(cells[0], Text) else Text(str(cells[0]))
             line.append(" ")
-            line.append_text(text)
+            line.append_text(_safe_cell(cells[0]))
         else:
-            for (_, _, width), cell in zip(self.columns, cells, strict=True):
-                text = cell.copy() if isinstance(cell, Text) else Text(str(cell))
+            for index in self._shown:
+                width, text = self.columns[index][2], _safe_cell(cells[index])
                 text.truncate(width, overflow="ellipsis", pad=True)
                 line.append(" ")
                 line.append_text(text)
@@ -149,17 +183,40 @@ class KeyedTable(ScrollView, can_focus=True):
         segments = list(line.render(self.app.console))
         return Strip(segments, line.cell_len)
 
-    def _header_strip(self) -> Strip:
+    def _header_strips(self) -> list[Strip]:
         if self._header is None:
             style = self.get_component_rich_style("keyed-table--header")
-            line = Text(no_wrap=True, end="")
-            for label, _, width in self.columns:
-                line.append(" " + label[:width].ljust(width) + " ")
-            self._header = Strip(list(line.render(self.app.console)), line.cell_len).apply_style(style)
+            labels = Text(no_wrap=True, end="")
+            for index in self._shown:
+                label, _, width = self.columns[index]
+                labels.append(" " + label[:width].ljust(width) + " ")
+            lines = [self._group_line(), labels] if self.groups else [labels]
+            self._header = [Strip(list(line.render(self.app.console)), line.cell_len).apply_style(style)
+                            for line in lines]
         return self._header
+
+    def _group_line(self) -> Text:
+        """``TTFT ─────────`` over the shown columns of each group, blank elsewhere."""
+        keys = [key for _, key, _ in self.columns]
+        cells = [" " * (self.columns[i][2] + GAP) for i in self._shown]
+        for label, first, last in self.groups:
+            members = [n for n, i in enumerate(self._shown) if keys.index(first) <= i <= keys.index(last)]
+            if not members:
+                continue
+            start, end = members[0], members[-1]
+            span = sum(len(cell) for cell in cells[start:end + 1]) - GAP
+            cells[start:end + 1] = [" " + f"{label} ".ljust(span, "─")[:span] + " "] + [""] * (end - start)
+        return Text("".join(cells), no_wrap=True, end="")
 
     def on_resize(self) -> None:
         self._header = None
+        shown = self._fit(self.size.width)
+        if shown != self._shown:
+            self._shown, self._width = shown, self._width_of(shown)
+            if self._empty_note is None:
+                self._strips = [self._render_row(cells) for _, cells in self._rows]
+            self._resize()
+            self.refresh()
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
@@ -169,11 +226,11 @@ class KeyedTable(ScrollView, can_focus=True):
         scroll_x, scroll_y = self.scroll_offset
         width = self.size.width
         base = self.rich_style
-        if y == 0:
-            strip = self._header_strip()
+        if y < self.header_lines:
+            strip = self._header_strips()[y]
             header_style = self.get_component_rich_style("keyed-table--header")
             return strip.crop_extend(scroll_x, scroll_x + width, base + header_style)
-        index = scroll_y + y - 1
+        index = scroll_y + y - self.header_lines
         if index >= len(self._strips):
             return Strip.blank(width, base)
         strip = self._strips[index]
@@ -192,7 +249,7 @@ class KeyedTable(ScrollView, can_focus=True):
             self.post_message(self.RowHighlighted(self, self.cursor_key))
 
     def _scroll_to_cursor(self) -> None:
-        visible = max(self.size.height - 1, 1)
+        visible = max(self.size.height - self.header_lines, 1)
         top = int(self.scroll_y)
         if self.cursor_row < top:
             self.scroll_to(y=self.cursor_row, animate=False)
@@ -207,7 +264,7 @@ class KeyedTable(ScrollView, can_focus=True):
         self._move(self.cursor_row + delta)
 
     def action_page(self, direction: int) -> None:
-        self._move(self.cursor_row + direction * max(self.size.height - 2, 1))
+        self._move(self.cursor_row + direction * max(self.size.height - self.header_lines - 1, 1))
 
     def action_sideways(self, direction: int) -> None:
         self.scroll_to(x=self.scroll_x + direction * SIDEWAYS_STEP, animate=False)
@@ -225,8 +282,15 @@ class KeyedTable(ScrollView, can_focus=True):
         self.refresh()
 
     def on_click(self, event: events.Click) -> None:
-        if event.y >= 1:
-            self._move(int(self.scroll_y) + event.y - 1)
+        if event.y >= self.header_lines:
+            self._move(int(self.scroll_y) + event.y - self.header_lines)
+
+
+def _safe_cell(cell: Cell) -> Text:
+    """A copy of the cell that is safe to draw and to truncate in place."""
+    if isinstance(cell, Text):
+        return safe_text(cell).copy()
+    return safe_text(str(cell))
 
 
 def _row_differs(a: Row, b: Row) -> bool:

