@@ -1,6 +1,8 @@
 """Modal screens: the confirm dialog for writes, the help screen, and the command palette's provider.
 
-They render what they are given; the app decides what a confirmed change does.
+They render what they are given; the app decides what a confirmed change does. Everything they draw
+that may hold a server's words (target and pool names in a change, a context's name, notes) goes through
+``console.text.safe_text``.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from console.actions import Danger
+from console.text import clean, safe_text
 
 TEXT_ON = {"red": "white", "blue": "white", "magenta": "white"}  # else black
 
 
 def context_badge(name: str, color: str, prod: bool) -> Text:
     label = f" {name}{' (PROD)' if prod else ''} "
-    return Text(label, style=f"bold {TEXT_ON.get(color, 'black')} on {color}")
+    return safe_text(label, style=f"bold {TEXT_ON.get(color, 'black')} on {color}")
 
 
 @dataclass(frozen=True)
@@ -68,16 +71,16 @@ class ConfirmScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         c = self.confirmation
         with Vertical(id="dialog") as dialog:
-            dialog.border_title = c.title
+            dialog.border_title = safe_text(c.title)
             yield Static(Text.assemble("context ", context_badge(c.context, c.context_color, c.prod)), id="where")
-            yield Static(Text(c.change), id="change")
+            yield Static(safe_text(c.change), id="change")
             if c.danger >= Danger.DESTRUCTIVE:
                 yield Static(Text("This takes capacity away: the target gets no new requests.", style="bold red"))
             yield Label("Reason (recorded in the audit log)")
             yield Input(placeholder="why this change?", id="reason", max_length=500)
             if c.type_to_confirm:
-                yield Label(Text.assemble("Type ", (c.type_to_confirm, "bold"), " to confirm (prod context)"))
-                yield Input(placeholder=c.type_to_confirm, id="type-to-confirm")
+                yield Label(Text.assemble("Type ", safe_text(c.type_to_confirm, "bold"), " to confirm (prod context)"))
+                yield Input(placeholder=clean(c.type_to_confirm), id="type-to-confirm")
             yield Static(Text("Tab: next field · Enter: next / confirm · Esc: cancel", style="dim"))
             with Horizontal(id="buttons"):
                 yield Button("Cancel", id="cancel", compact=True)
@@ -156,7 +159,7 @@ def _table(title: str, rows: Iterable[HelpRow]) -> Table:
     table.add_column("Action", ratio=3)
     table.add_column("Now", style="dim", ratio=2)
     for row in rows:
-        table.add_row(row.key, Text(row.description), row.note)
+        table.add_row(safe_text(row.key), safe_text(row.description), safe_text(row.note))
     return table
 
 

@@ -154,3 +154,15 @@ async def test_keys_pane_draws_hostile_strings_as_visible_escapes() -> None:
     assert unsafe(drawn.replace("\n", "")) == []
     for visible in ("bot␛[2J", "eve<U+202E>pwn", "sk␛]0;PWN", "support-bot"):
         assert visible in drawn, f"{visible!r} is not on the screen"
+
+
+@pytest.mark.anyio
+async def test_confirm_dialog_draws_hostile_names_as_visible_escapes() -> None:
+    app = snapshot_app(prod=True, feed="hostile")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2", "plus", "a")  # the first row: pool chat<ESC>[H, target mini<ESC>[2Jx
+        await pilot.pause()
+        drawn = drawn_text(app.export_screenshot())
+    assert unsafe(drawn.replace("\n", "")) == []
+    assert "pool chat␛[H: mini␛[2Jx 60 -> 65" in drawn, drawn
+    assert "Type chat␛[H to confirm" in drawn, drawn
