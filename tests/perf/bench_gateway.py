@@ -1,10 +1,13 @@
 """Gateway overhead benchmark: direct vs Switchboard vs Portkey, side by side, in one run.
 
 One fast stand-in upstream (Debian's nginx on loopback, answering ``POST /v1/chat/completions`` with a
-fixed chat.completion body) is measured three ways at a constant arrival rate (open loop):
+fixed chat.completion body) is measured four ways at a constant arrival rate (open loop):
 
 * ``direct``: load generator -> nginx
-* ``switchboard``: load generator -> ``python -m services.gateway --config <yaml>`` -> nginx
+* ``switchboard``: load generator -> ``python -m services.gateway --config <yaml>`` -> nginx, ``auth: {mode: open}``
+* ``switchboard-keys``: the same with ``auth: {mode: keys}``; every request carries a client key (created
+  through ``POST /admin/keys``) with rpm and tpm limits far above the load, so the key lookup, the
+  metering and the limit checks all run; the printed ``keys on vs off`` line is its cost
 * ``portkey``: load generator -> ``@portkey-ai/gateway@1.15.2`` (node) -> nginx
 
 It prints p50/p99 latency per path and rate, the latency each gateway adds over the direct path measured
@@ -57,7 +60,9 @@ RESULTS_DIR = HERE / "results"
 LOADGEN_SRC = HERE / "loadgen.c"
 PORTKEY_VERSION = "1.15.2"
 LOOPBACK = "127.0.0.1"
-PATHS = ("direct", "switchboard", "portkey")
+PATHS = ("direct", "switchboard", "switchboard-keys", "portkey")
+SEARCHED = ("switchboard", "portkey")  # the max-rate search; keys on and off are compared at the fixed rates
+OPERATOR_TOKEN_ENV = "BENCH_OPERATOR_TOKEN"
 TRANSPORT_FAILURES = {0: "reset", 1: "timeout", 2: "connect"}  # loadgen's status codes under 100
 
 REQUEST_BODY = {"model": "bench", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 16}
@@ -382,8 +387,12 @@ http {{
 """
 
 
-def gateway_config(port: int, upstream_port: int) -> str:
+def gateway_config(port: int, upstream_port: int, auth: str, state_path: Path) -> str:
     return f"""server: {{host: {LOOPBACK}, port: {port}, log_level: warning}}
+auth: {{mode: {auth}}}
+admin:
+  tokens: [{{name: bench-operator, role: operator, token_env: {OPERATOR_TOKEN_ENV}}}]
+state: {{backend: sqlite, path: "{state_path}"}}
 targets:
   upstream: {{provider: openai, model: bench-model, base_url: "http://{LOOPBACK}:{upstream_port}/v1"}}
 pools:
@@ -394,18 +403,37 @@ routes:
 
 
 def start_switchboard(
-    stack: contextlib.ExitStack, opts: Options, workdir: Path, upstream_port: int
+    stack: contextlib.ExitStack, opts: Options, workdir: Path, upstream_port: int, name: str, auth: str
 ) -> tuple[Service, int]:
+    """One gateway process; ``auth`` is ``open`` (no client keys) or ``keys``."""
     module_file = REPO_ROOT / Path(*opts.gateway_module.split(".")) / "__main__.py"
     if opts.gateway_module == "services.gateway" and not module_file.exists():
         raise BenchError(f"{module_file} does not exist yet: the gateway has no `python -m` entry point")
     port = free_port()
-    config = workdir / "gateway.yaml"
-    config.write_text(gateway_config(port, upstream_port))
+    config = workdir / f"{name}.yaml"
+    config.write_text(gateway_config(port, upstream_port, auth, workdir / f"{name}.db"))
     cmd = [opts.python, "-m", opts.gateway_module, "--config", str(config)]
-    service = start(stack, "switchboard", cmd, workdir, cwd=REPO_ROOT)
+    service = start(stack, name, cmd, workdir, cwd=REPO_ROOT)
     wait_ready(service, f"http://{LOOPBACK}:{port}/ready")
     return service, port
+
+
+def create_client_key(port: int, operator_token: str) -> str:
+    """A client key with limits far above any rate measured here, so every request runs the limit checks."""
+    spec = {"name": "bench", "owner": "perf", "tier": "paid", "rpm_limit": 10_000_000,
+            "tpm_limit": 10_000_000_000, "reason": "bench: keys and limits on"}
+    req = urllib.request.Request(
+        f"http://{LOOPBACK}:{port}/admin/keys", data=json.dumps(spec).encode(), method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {operator_token}"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            key = json.loads(resp.read()).get("key", "")
+    except (urllib.error.HTTPError, OSError, ValueError) as exc:
+        raise BenchError(f"POST /admin/keys failed: {exc}") from None
+    if not str(key).startswith("sk-sb-"):
+        raise BenchError(f"POST /admin/keys returned no client key: {key!r}")
+    return str(key)
 
 
 def start_portkey(stack: contextlib.ExitStack, node: str, entry: Path, workdir: Path) -> tuple[Service, int]:
@@ -450,18 +478,22 @@ def portkey_headers(upstream_port: int) -> dict[str, str]:
     }
 
 
-def preflight(target: Target) -> dict[str, Any]:
-    """One request by hand: the path must answer 200 with the upstream's chat.completion."""
+def post_once(target: Target, headers: dict[str, str]) -> tuple[int, bytes]:
     url = f"http://{LOOPBACK}:{target.port}/v1/chat/completions"
-    headers = {"Content-Type": "application/json", **target.headers}
+    headers = {"Content-Type": "application/json", **headers}
     req = urllib.request.Request(url, data=json.dumps(REQUEST_BODY).encode(), headers=headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            status, raw = int(resp.status), resp.read()
+            return int(resp.status), resp.read()
     except urllib.error.HTTPError as exc:
-        status, raw = int(exc.code), exc.read()
+        return int(exc.code), exc.read()
     except OSError as exc:
         raise BenchError(f"{target.name}: request failed: {exc}") from None
+
+
+def preflight(target: Target) -> dict[str, Any]:
+    """One request by hand: the path must answer 200 with the upstream's chat.completion."""
+    status, raw = post_once(target, target.headers)
     try:
         body = json.loads(raw)
     except ValueError:
@@ -470,6 +502,14 @@ def preflight(target: Target) -> dict[str, Any]:
     if status != 200 or not ok:
         raise BenchError(f"{target.name}: expected 200 with a chat.completion, got {status}: {raw[:500]!r}")
     return {"status": status, "body_matches_upstream": body == UPSTREAM_BODY, "body": body}
+
+
+def refused_without_key(target: Target) -> int:
+    """The keys path must refuse a request that carries no key, or keys are not really on."""
+    status, raw = post_once(target, {})
+    if status != 401:
+        raise BenchError(f"{target.name}: a request without a key got {status}, not 401: {raw[:300]!r}")
+    return status
 
 
 # --------------------------------------------------------------------------------------------------
@@ -635,13 +675,13 @@ def compare(runner: Runner, targets: dict[str, Target], rate: int) -> list[Measu
     """direct, each gateway, direct again, at one rate; gateways' added latency against the direct mean."""
     d = runner.opts.duration_s
     first = runner.measure(targets["direct"], rate, d, "compare")
-    log(f"  direct      {rate:>5}/s  {row_summary(first)}")
+    log(f"  {'direct':<16} {rate:>5}/s  {row_summary(first)}")
     gateways = []
     for name in (n for n in PATHS[1:] if n in targets):
         gateways.append(runner.measure(targets[name], rate, d, "compare"))
-        log(f"  {name:<11} {rate:>5}/s  {row_summary(gateways[-1])}")
+        log(f"  {name:<16} {rate:>5}/s  {row_summary(gateways[-1])}")
     again = runner.measure(targets["direct"], rate, d, "compare")
-    log(f"  direct      {rate:>5}/s  {row_summary(again)}")
+    log(f"  {'direct':<16} {rate:>5}/s  {row_summary(again)}")
     base = baseline_of([first, again])
     for m in (first, again):
         set_added(m, base)
@@ -736,7 +776,7 @@ def search_step(runner: Runner, targets: dict[str, Target], name: str, rate: int
     direct = runner.measure(targets["direct"], rate, d, f"search-{name}")
     gw = set_added(runner.measure(targets[name], rate, d, f"search-{name}"), baseline_of([direct]))
     verdict = "ok" if passes(gw, runner.opts.threshold_ms) else "FAIL"
-    log(f"  search {name:<11} {rate:>5}/s  added p99 {gw.added_p99_ms:.2f} ms  errors {gw.errors}  {verdict}")
+    log(f"  search {name:<16} {rate:>5}/s  added p99 {gw.added_p99_ms:.2f} ms  errors {gw.errors}  {verdict}")
     return [direct, gw]
 
 
@@ -752,13 +792,13 @@ def fmt(value: float | None, width: int) -> str:
 
 def table(rows: Sequence[Measurement]) -> str:
     head = (
-        f"{'path':<12}{'rate':>6}{'p50_ms':>9}{'p99_ms':>9}{'added_p50_ms':>14}{'added_p99_ms':>14}"
+        f"{'path':<18}{'rate':>6}{'p50_ms':>9}{'p99_ms':>9}{'added_p50_ms':>14}{'added_p99_ms':>14}"
         f"{'errors':>8}{'cpu_ms/req':>12}{'gen_cpu':>9}{'busy%':>7}"
     )
     lines = [head]
     for m in rows:
         lines.append(
-            f"{m.path:<12}{m.rate:>6}{fmt(m.p50_ms, 9)}{fmt(m.p99_ms, 9)}{fmt(m.added_p50_ms, 14)}"
+            f"{m.path:<18}{m.rate:>6}{fmt(m.p50_ms, 9)}{fmt(m.p99_ms, 9)}{fmt(m.added_p50_ms, 14)}"
             f"{fmt(m.added_p99_ms, 14)}{m.errors:>8}{m.cpu_ms_per_req:>12.3f}{m.loadgen_cpu_cores:>9.2f}"
             f"{m.machine_busy_pct:>7.0f}"
         )
@@ -768,8 +808,33 @@ def table(rows: Sequence[Measurement]) -> str:
 LEGEND = (
     "added_*: minus the mean of the two direct runs at that rate (negative or tiny: noise). "
     "cpu_ms/req: CPU of the path's own process (gateway; nginx for direct) per request. "
-    "gen_cpu: load generator's cores. busy%: whole machine (every process, other users' too)."
+    "gen_cpu: load generator's cores. busy%: whole machine (every process, other users' too). "
+    "switchboard: auth open, no client keys; switchboard-keys: auth keys, every request carries a client key "
+    "with rpm and tpm limits (looked up, metered and checked)."
 )
+KEYS_GOAL_MS = 0.1
+
+
+def keys_cost(rows: Sequence[Measurement]) -> list[dict[str, Any]]:
+    """Keys on minus keys off at each rate; the two runs are adjacent in the same comparison round."""
+    costs = []
+    for rate in dict.fromkeys(m.rate for m in rows):
+        by_path = {m.path: m for m in rows if m.rate == rate}
+        off, on = by_path.get("switchboard"), by_path.get("switchboard-keys")
+        if off and on:
+            costs.append({
+                "rate": rate,
+                "p50_ms": round(on.p50_ms - off.p50_ms, 3),
+                "p99_ms": round(on.p99_ms - off.p99_ms, 3),
+                "cpu_ms_per_req": round(on.cpu_ms_per_req - off.cpu_ms_per_req, 3),
+            })
+    return costs
+
+
+def keys_line(costs: Sequence[dict[str, Any]]) -> str:
+    parts = [f"at {c['rate']}/s {c['p50_ms']:+.3f} ms p50, {c['p99_ms']:+.3f} ms p99, "
+             f"{c['cpu_ms_per_req']:+.3f} cpu_ms/req" for c in costs]
+    return f"keys on vs off (goal: at most +{KEYS_GOAL_MS:g} ms at p50): " + "; ".join(parts)
 
 
 def sustained_line(searches: Sequence[SearchResult], threshold_ms: float) -> str:
@@ -863,9 +928,16 @@ def start_all(stack: contextlib.ExitStack, opts: Options, tools: Tools, workdir:
     nginx, upstream = start_nginx(stack, tools.nginx, workdir)
     targets = {"direct": Target("direct", upstream, {}, nginx.proc.pid)}
     log(f"nginx upstream on {LOOPBACK}:{upstream}")
-    sb, sb_port = start_switchboard(stack, opts, workdir, upstream)
+    operator_token = "bench-" + os.urandom(16).hex()
+    os.environ[OPERATOR_TOKEN_ENV] = operator_token  # read by the gateways this process starts
+    sb, sb_port = start_switchboard(stack, opts, workdir, upstream, "switchboard", "open")
     targets["switchboard"] = Target("switchboard", sb_port, {}, sb.proc.pid)
-    log(f"switchboard on {LOOPBACK}:{sb_port} ({opts.python} -m {opts.gateway_module})")
+    log(f"switchboard (auth open) on {LOOPBACK}:{sb_port} ({opts.python} -m {opts.gateway_module})")
+    sk, sk_port = start_switchboard(stack, opts, workdir, upstream, "switchboard-keys", "keys")
+    key = create_client_key(sk_port, operator_token)
+    targets["switchboard-keys"] = Target("switchboard-keys", sk_port, {"Authorization": f"Bearer {key}"},
+                                         sk.proc.pid)
+    log(f"switchboard-keys (auth keys, one key with rpm and tpm limits) on {LOOPBACK}:{sk_port}")
     if tools.node and tools.portkey_entry:
         pk, pk_port = start_portkey(stack, tools.node, tools.portkey_entry, workdir)
         targets["portkey"] = Target("portkey", pk_port, portkey_headers(upstream), pk.proc.pid)
@@ -878,6 +950,8 @@ def run_benchmark(opts: Options, tools: Tools, workdir: Path, stack: contextlib.
     checks = {name: preflight(t) for name, t in targets.items()}
     for name, check in checks.items():
         log(f"preflight {name}: 200, body identical to upstream's: {check['body_matches_upstream']}")
+    checks["switchboard-keys"]["without_key"] = refused_without_key(targets["switchboard-keys"])
+    log("preflight switchboard-keys: 401 without a key")
     runner = Runner(tools.loadgen, workdir, opts)
     prime(runner, targets)
     rows: list[Measurement] = []
@@ -887,7 +961,7 @@ def run_benchmark(opts: Options, tools: Tools, workdir: Path, stack: contextlib.
     log(f"max-rate search (budget {opts.search_budget_s:g} s)")
     deadline = time.monotonic() + opts.search_budget_s
     searches = []
-    gateways = [n for n in PATHS[1:] if n in targets]
+    gateways = [n for n in SEARCHED if n in targets]
     for i, name in enumerate(gateways):
         share = (deadline - time.monotonic()) / (len(gateways) - i)
         searches.append(search(runner, targets, name, time.monotonic() + share))
@@ -913,6 +987,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(result["rows"]))
     print(textwrap.fill(LEGEND, 110))
     print()
+    print(keys_line(keys_cost(result["rows"])))
     print(sustained_line(result["searches"], opts.threshold_ms))
     report = {
         "benchmark": "gateway-overhead",
@@ -923,6 +998,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "options": asdict(opts),
         "preflight": result["checks"],
         "measurements": [asdict(m) for m in result["rows"]],
+        "keys_on_vs_off": keys_cost(result["rows"]),
         "max_sustained": [asdict(s) for s in result["searches"]],
     }
     path = write_results(opts.results_dir, report)
