@@ -1,20 +1,26 @@
-"""The on-call console: a Textual app that polls the gateway, its audit log and the engine, and writes
-through the action registry.
+"""The on-call console: a thin Textual shell over live snapshots and the action registry.
 
-Data flow: one ``Poller`` per source (console.sources) hands each new ``Observed`` snapshot to
-``SwitchboardApp.receive``; the app keeps the latest snapshot per source and a small per-target trend
-history, and hands them to the panes, which only render. Keys, footer, help and command palette all
-come from ``console.actions``; writes go through its shared operations after a confirm dialog.
+What it does: lay out the panes, switch between them, and route messages. One ``Poller`` per source
+(``SOURCES``) hands each new ``Observed`` snapshot to ``SwitchboardApp.receive``; the app keeps the
+latest snapshot per source and hands it to the panes fed by that source (``PANES``), which only render.
+Keys, key bar, help and command palette come from the registry (console.actions); what an action does
+(staging, writes, 409 handling, confirm flows) lives in its domain module there, which drives the app
+through the ``ConsoleHost`` methods below.
+
+Pause stops rendering, not only polling: snapshots that still arrive are kept but not drawn until the
+operator resumes (or refreshes by hand, or a write answers).
 
 Entry points: ``create_app(context, ...)`` (tests, benchmarks) and ``run_console(context, ...)`` (CLI).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -29,17 +35,13 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from console.actions import (
-    ACTIONS,
+    CONSOLE_ACTIONS,
     REGISTRY,
-    WEIGHT_STEP,
-    Action,
     ActionState,
     Danger,
     StagedWeights,
-    apply_weights,
+    key_display,
     keymap,
-    set_drained,
-    stage_shift,
     visible_actions,
 )
 from console.contexts import Context, ContextError, default_operator
@@ -47,53 +49,89 @@ from console.panes import AuditPane, EnginePane, Pane, ProvidersPane, RoutingPan
 from console.panes.keybar import KeyBar, KeyHint
 from console.screens import ActionCommands, Confirmation, ConfirmScreen, HelpRow, HelpScreen, context_badge
 from console.sources.engine import EngineClient
-from console.sources.gateway import AdminError, Conflict, GatewayClient, SourceDown
+from console.sources.gateway import GatewayClient
 from console.sources.poller import Health, Observed, Poller
-from services.admin_api import AuditPage, GatewayState
-from services.backend.metrics import EngineMetrics
+from console.text import clean
+from services.admin_api import GatewayState
+
+log = logging.getLogger(__name__)
 
 AUDIT_LIMIT = 50
 TREND_POINTS = 180  # per target: 3 minutes at the default 1 s interval
-PANE_IDS = ("providers", "routing", "engine", "audit")  # digit keys 1.. in this order
-
-# Footer labels (the registry's descriptions are for help and the palette).
-FOOTER_LABELS = {
-    "shift_up": f"+{WEIGHT_STEP}",
-    "shift_down": f"-{WEIGHT_STEP}",
-    "apply_weights": "Apply",
-    "discard_weights": "Discard",
-    "drain": "Drain",
-    "undrain": "Undrain",
-    "refresh": "Refresh",
-    "pause": "Pause",
-    "help": "Help",
-    "palette": "Palette",
-    "next_pane": "Next pane",
-    "quit": "Quit",
-}
-# Registry ids whose Textual action has another name.
-BINDING_ACTIONS = {"palette": "command_palette"}
-KEY_NAMES = {"plus": "+", "minus": "-", "question_mark": "?"}
 
 
-def footer_label(action: Action) -> str:
-    return FOOTER_LABELS.get(action.id, action.description.split(" ")[0])
+# ---- what the console shows: sources and the panes they feed ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    fetcher: Callable[[SwitchboardApp], Callable[[], Awaitable[Any]] | None]  # None: not configured
+    interval_factor: float = 1.0  # times the context's poll interval (the context's poll_intervals win)
+
+
+@dataclass(frozen=True)
+class PaneSpec:
+    """One pane: its widget, the source that feeds it, and how its ``show`` is called."""
+
+    id: str
+    widget: type[Pane]
+    source: str
+    show: Callable[[SwitchboardApp, Any, Observed[Any] | None, float], None]
+    wide: bool = False  # spans both grid columns; narrow panes sit side by side
+
+    @property
+    def title(self) -> str:
+        return self.widget.TITLE
+
+
+SOURCES: tuple[Source, ...] = (
+    Source("gateway", lambda app: app.gateway.state),
+    Source("audit", lambda app: lambda: app.gateway.audit(limit=AUDIT_LIMIT), 2),
+    Source("engine", lambda app: app.engine.metrics if app.engine is not None else None, 2),
+)
+PANES: tuple[PaneSpec, ...] = (  # in digit-key order: 1 jumps to the first
+    PaneSpec("providers", ProvidersPane, "gateway", lambda app, pane, o, now: pane.show(o, app.history.trends(), now),
+             wide=True),
+    PaneSpec("routing", RoutingPane, "gateway", lambda app, pane, o, now: pane.show(o, app.staged, now)),
+    PaneSpec("engine", EnginePane, "engine", lambda app, pane, o, now: pane.show(o, now)),
+    PaneSpec("audit", AuditPane, "audit", lambda app, pane, o, now: pane.show(o, now), wide=True),
+)
+PANE_IDS = tuple(spec.id for spec in PANES)
+NARROW_COLUMN = 48
+
+
+def grid_rows(panes: Sequence[PaneSpec]) -> int:
+    """Wide panes take a row each; narrow ones pair up."""
+    rows, narrow = 0, 0
+    for spec in panes:
+        if spec.wide:
+            rows, narrow = rows + (narrow + 1) // 2 + 1, 0
+        else:
+            narrow += 1
+    return rows + (narrow + 1) // 2
+
+
+def layout_css(panes: Sequence[PaneSpec]) -> str:
+    rows = grid_rows(panes)
+    wide = ", ".join(f"#{spec.id}" for spec in panes if spec.wide) or "#none"
+    return (f"#panes {{ layout: grid; grid-size: 2 {rows}; grid-columns: 1fr {NARROW_COLUMN}; "
+            f"grid-rows: {' '.join(['1fr'] * rows)}; }}\n{wide} {{ column-span: 2; }}\n")
+
+
+# ---- bindings from the registry ---------------------------------------------------------------------
 
 
 def registry_bindings() -> list[BindingType]:
-    """One Binding per registry action (``id`` = the action id, so ``keys:`` remaps it), then pane jumps."""
+    """One Binding per console action (``id`` = the action id, so ``keys:`` remaps it), then pane jumps."""
     bindings: list[BindingType] = [
-        Binding(a.key, BINDING_ACTIONS.get(a.id, a.id), footer_label(a), show=a.show_in_footer, id=a.id,
-                tooltip=a.description, priority=a.id in ("next_pane", "palette"))
-        for a in ACTIONS
+        Binding(a.key or "", f"act({a.id!r})", a.footer_label, show=a.show_in_footer, id=a.id,
+                tooltip=a.description, priority=a.priority)
+        for a in CONSOLE_ACTIONS
     ]
     bindings.append(Binding("shift+tab", "previous_pane", "Previous pane", show=False, priority=True))
-    bindings += [Binding(str(n), f"focus_pane({n})", f"Pane {n}", show=False) for n in range(1, len(PANE_IDS) + 1)]
+    bindings += [Binding(str(n), f"focus_pane({n})", f"Pane {n}", show=False) for n in range(1, len(PANES) + 1)]
     return bindings
-
-
-def key_display(key: str) -> str:
-    return ", ".join(KEY_NAMES.get(k.strip(), k.strip()) for k in key.split(","))
 
 
 class TrendHistory:
@@ -131,10 +169,8 @@ class SourceUpdate(Message):
 
 class SwitchboardApp(App[int]):
     TITLE = "Switchboard"
-    CSS = """
+    CSS = layout_css(PANES) + """
     #context-bar { dock: top; height: 1; background: $panel; color: $text; }
-    #panes { layout: grid; grid-size: 2 3; grid-columns: 1fr 48; grid-rows: 1fr 1fr 1fr; }
-    #providers, #audit { column-span: 2; }
     Screen.-narrow #panes, Screen.-short #panes { layout: vertical; }
     Screen.-narrow Pane, Screen.-short Pane { border: none; border-top: round $panel-lighten-2; }
     Screen.-narrow Pane.-active, Screen.-short Pane.-active { height: 1fr; border-top: round $accent; }
@@ -145,7 +181,7 @@ class SwitchboardApp(App[int]):
     VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-short"), (30, "-tall")]
     BINDINGS: ClassVar[list[BindingType]] = registry_bindings()
     COMMANDS: ClassVar[set[Any]] = {ActionCommands}
-    COMMAND_PALETTE_BINDING = REGISTRY["palette"].key
+    COMMAND_PALETTE_BINDING = REGISTRY["palette"].key or "ctrl+p"
 
     def __init__(
         self,
@@ -171,16 +207,15 @@ class SwitchboardApp(App[int]):
         self.clock = clock or time.monotonic
         self.poll = poll
         interval = context.poll_interval_s
-        self.intervals = {"gateway": interval, "engine": 2 * interval, "audit": 2 * interval}
+        self.intervals = {source.name: source.interval_factor * interval for source in SOURCES}
         self.intervals.update(intervals or {})
         self.down_after_s = down_after_s or max(10.0, 3 * (interval + context.timeout_s))
+        self.fetchers = {source.name: fetch for source in SOURCES if (fetch := source.fetcher(self)) is not None}
         self.paused = False
         self.writing = False
         self.staged: StagedWeights | None = None
-        self.snapshots: dict[str, Observed[Any]] = {
-            "gateway": Observed("gateway"), "audit": Observed("audit")}
-        if engine is not None:
-            self.snapshots["engine"] = Observed("engine")
+        self.snapshots: dict[str, Observed[Any]] = {name: Observed(name) for name in self.fetchers}  # shown
+        self.received: dict[str, Observed[Any]] = dict(self.snapshots)  # the latest, held while paused
         self.history = TrendHistory()
         self.pollers: dict[str, Poller[Any]] = {}
         self.notices: list[tuple[str, str, str]] = []  # (severity, title, message), for tests and logs
@@ -191,15 +226,13 @@ class SwitchboardApp(App[int]):
         self._bindings_key: tuple[Any, ...] | None = None
         self._focusing: str | None = None
 
-    # ---- layout -------------------------------------------------------------------------------
+    # ---- layout ---------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         yield Static(id="context-bar")
         with Container(id="panes"):
-            yield ProvidersPane("1", id="providers")
-            yield RoutingPane("2", id="routing")
-            yield EnginePane("3", id="engine")
-            yield AuditPane("4", id="audit")
+            for number, spec in enumerate(PANES, 1):
+                yield spec.widget(str(number), id=spec.id)
         yield KeyBar(id="keys")
 
     def pane(self, pane_id: str) -> Pane:
@@ -216,9 +249,8 @@ class SwitchboardApp(App[int]):
             bar = self.query_one("#context-bar", Static)
             bar.styles.background = self.context.color
             bar.styles.color = "white" if self.context.color in ("red", "blue", "magenta") else "black"
-        for pane_id, source in (("providers", "gateway"), ("routing", "gateway"), ("audit", "audit"),
-                                ("engine", "engine")):
-            self.pane(pane_id).fresh_s = 2 * self.intervals[source]
+        for spec in PANES:
+            self.pane(spec.id).fresh_s = 2 * self.intervals.get(spec.source, self.context.poll_interval_s)
         self._mounted = True
         self._render_header()
         self._activate(self.active_pane)
@@ -234,13 +266,7 @@ class SwitchboardApp(App[int]):
             await self.engine.aclose()
 
     def _start_pollers(self) -> None:
-        fetchers: dict[str, Callable[[], Awaitable[Any]]] = {
-            "gateway": self.gateway.state,
-            "audit": lambda: self.gateway.audit(limit=AUDIT_LIMIT),
-        }
-        if self.engine is not None:
-            fetchers["engine"] = self.engine.metrics
-        for source, fetch in fetchers.items():
+        for source, fetch in self.fetchers.items():
             poller: Poller[Any] = Poller(source, fetch, self.receive, interval_s=self.intervals[source],
                                          timeout_s=self.context.timeout_s, down_after_s=self.down_after_s)
             self.pollers[source] = poller
@@ -259,11 +285,19 @@ class SwitchboardApp(App[int]):
         self.ingest(message.observed)
 
     def ingest(self, observed: Observed[Any]) -> None:
+        """Keep the snapshot; draw it unless paused (then it waits for resume)."""
+        self.received[observed.source] = observed
+        if not self.paused:
+            self.show_snapshot(observed)
+        elif self._mounted:
+            self._render_header()
+
+    def show_snapshot(self, observed: Observed[Any]) -> None:
         self.snapshots[observed.source] = observed
         if observed.source == "gateway" and observed.health is Health.LIVE and observed.data is not None:
             self.history.record(observed.data, observed.fetched_at)
         if self._mounted:
-            self._render_source(observed.source)
+            self.redraw(observed.source)
             self._check_first_frame()
 
     def _check_first_frame(self) -> None:
@@ -278,34 +312,40 @@ class SwitchboardApp(App[int]):
     def state(self) -> GatewayState | None:
         return self.snapshots["gateway"].data
 
+    @property
+    def held(self) -> bool:
+        """Paused with newer snapshots waiting."""
+        return any(self.received[s] is not self.snapshots[s] for s in self.snapshots)
+
     # ---- rendering ------------------------------------------------------------------------------
 
-    def _render_source(self, source: str) -> None:
-        try:
-            self._render_panes(source)
-        except NoMatches:  # the app is shutting down and its panes are gone; a late snapshot has no place
-            pass
-
-    def _render_panes(self, source: str) -> None:
+    def redraw(self, source: str) -> None:
+        """Redraw the panes fed by ``source`` from the snapshot shown; a pane that fails says so in its title."""
+        if not self._mounted:
+            return
         now = self.clock()
+        observed = self.snapshots.get(source)
+        for spec in PANES:
+            if spec.source != source:
+                continue
+            try:
+                pane = self.pane(spec.id)
+            except NoMatches:  # the app is shutting down and its panes are gone; a late snapshot has no place
+                return
+            try:
+                spec.show(self, pane, observed, now)
+            except Exception as exc:
+                log.exception("the %s pane could not show its %s snapshot", spec.id, source)
+                pane.show_health(observed, now, note=f"display failed: {type(exc).__name__}: {exc}")
         if source == "gateway":
-            gateway: Observed[GatewayState] = self.snapshots["gateway"]
-            self.query_one(ProvidersPane).show(gateway, self.history.trends(), now)
-            self.query_one(RoutingPane).show(gateway, self.staged, now)
             self._update_bindings()
-        elif source == "audit":
-            audit: Observed[AuditPage] = self.snapshots["audit"]
-            self.query_one(AuditPane).show(audit, now)
-        elif source == "engine":
-            engine: Observed[EngineMetrics] | None = self.snapshots.get("engine")
-            self.query_one(EnginePane).show(engine, now)
 
     def _render_all(self) -> None:
-        for source in ("gateway", "audit", "engine"):
-            self._render_source(source)
+        for source in {spec.source for spec in PANES}:
+            self.redraw(source)
 
     def _tick(self) -> None:
-        """Once a second: the ages in the pane titles move even when no poll answers."""
+        """Once a second: the ages in the pane titles move even when no poll answers (paused: same data)."""
         self._render_all()
 
     def _render_header(self) -> None:
@@ -322,7 +362,12 @@ class SwitchboardApp(App[int]):
         if self.paused:
             header.append("  ")
             header.append(" PAUSED ", style="bold white on blue")
-        self.query_one("#context-bar", Static).update(header)
+            if self.held:
+                header.append(" newer data held", style="italic")
+        try:
+            self.query_one("#context-bar", Static).update(header)
+        except NoMatches:
+            pass
 
     # ---- panes and selection --------------------------------------------------------------------
 
@@ -354,7 +399,7 @@ class SwitchboardApp(App[int]):
         self._update_bindings()
 
     def _update_bindings(self) -> None:
-        """Refresh footer and key states only when what the preconditions look at changed (cheap polls)."""
+        """Refresh key bar and key states only when what the preconditions look at changed (cheap polls)."""
         key = (self.action_state(), self.writing, self.active_pane, isinstance(self.screen, ModalScreen))
         if key != self._bindings_key:
             self._bindings_key = key
@@ -363,12 +408,12 @@ class SwitchboardApp(App[int]):
 
     def _render_keybar(self) -> None:
         hints = []
-        for action in ACTIONS:
+        for action in CONSOLE_ACTIONS:
             if not action.show_in_footer:
                 continue
-            allowed = self.check_action(BINDING_ACTIONS.get(action.id, action.id), ())
+            allowed = self.availability(action.id)
             if allowed is not False:
-                hints.append(KeyHint(key_display(self.keys[action.id]), footer_label(action), bool(allowed)))
+                hints.append(KeyHint(key_display(self.keys[action.id]), action.footer_label, bool(allowed)))
         self.query_one(KeyBar).show(hints)
 
     def selection(self) -> tuple[str | None, str | None]:
@@ -391,34 +436,40 @@ class SwitchboardApp(App[int]):
 
     # ---- what may run ---------------------------------------------------------------------------
 
-    def _registry_action(self, textual_action: str) -> Action | None:
-        for action_id, name in BINDING_ACTIONS.items():
-            if name == textual_action:
-                return REGISTRY[action_id]
-        return REGISTRY.get(textual_action)
+    def availability(self, action_id: str) -> bool | None:
+        """True: may run; None: shown greyed (not now); False: hidden."""
+        action = REGISTRY[action_id]
+        if action.priority and isinstance(self.screen, ModalScreen):
+            return False  # priority bindings must not steal Tab / ctrl+p from a dialog
+        if action.hidden_when_readonly and self.readonly:
+            return False
+        if action.writes and self.writing:
+            return None
+        return None if action.unavailable(self.action_state()) else True
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("next_pane", "previous_pane", "command_palette") and isinstance(self.screen, ModalScreen):
-            return False  # priority bindings must not steal Tab / ctrl+p from a dialog
-        registered = self._registry_action(action)
-        if registered is None:
-            return True
-        if registered.hidden_when_readonly and self.readonly:
-            return False  # hidden, not greyed
-        if registered.writes and self.writing:
-            return None
-        return None if registered.unavailable(self.action_state()) else True
+        if action == "act" and parameters:
+            return self.availability(str(parameters[0]))
+        if action == "previous_pane" and isinstance(self.screen, ModalScreen):
+            return False
+        return True
+
+    def action_act(self, action_id: str) -> None:
+        """Every registry key lands here: the action's own flow does the rest."""
+        perform = REGISTRY[action_id].perform
+        if perform is not None:
+            perform(self)
 
     def set_readonly(self, readonly: bool) -> None:
         self.readonly = readonly
         if readonly:
             self.staged = None
         self._render_header()
-        self._render_source("gateway")
+        self.redraw("gateway")
         self._update_bindings()
 
     def palette_entries(self) -> list[tuple[str, str, str]]:
-        return [(a.id, f"{a.description} ({key_display(self.keys[a.id])})", footer_label(a))
+        return [(a.id, f"{a.description} ({key_display(self.keys[a.id])})", a.footer_label)
                 for a in visible_actions(self.readonly) if a.id != "palette"]
 
     def run_registry_action(self, action_id: str) -> None:
@@ -428,154 +479,93 @@ class SwitchboardApp(App[int]):
         if reason:
             self.notify(reason, title=action.description, severity="warning")
             return
-        self.call_later(self.run_action, BINDING_ACTIONS.get(action_id, action_id))
+        self.call_later(self.run_action, f"act({action_id!r})")
 
     def notify(self, message: str, *, title: str = "", severity: Any = "information",
                timeout: float | None = None, markup: bool = False) -> None:
+        """Every notice passes here: server messages in it go through the sanitizer, never as markup."""
+        message, title = clean(message), clean(title)
         self.notices.append((str(severity), title, message))
-        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
-    # ---- navigation and refresh actions ---------------------------------------------------------
+    # ---- the ConsoleHost side: what actions ask of the shell ------------------------------------
 
     def action_focus_pane(self, number: int) -> None:
         if 1 <= number <= len(PANE_IDS):
             self._activate(PANE_IDS[number - 1])
 
-    def action_next_pane(self) -> None:
+    def focus_next_pane(self) -> None:
         self._activate(PANE_IDS[(PANE_IDS.index(self.active_pane) + 1) % len(PANE_IDS)])
 
     def action_previous_pane(self) -> None:
         self._activate(PANE_IDS[(PANE_IDS.index(self.active_pane) - 1) % len(PANE_IDS)])
 
-    def action_refresh(self) -> None:
+    def refresh_sources(self) -> None:
+        """Poll every source now; while paused, poll once and show the answer (the operator asked for it)."""
         for poller in self.pollers.values():
-            if poller.paused:
-                self.run_worker(poller.poll_once(), group=f"refresh-{poller.source}", exclusive=True)
+            if self.paused:
+                self.run_worker(self._refresh_shown(poller), group=f"refresh-{poller.source}", exclusive=True)
             else:
                 poller.refresh_now()
 
-    def action_pause(self) -> None:
+    async def _refresh_shown(self, poller: Poller[Any]) -> None:
+        self.show_snapshot(await poller.poll_once())
+        self._render_header()
+
+    def toggle_pause(self) -> None:
         self.paused = not self.paused
         for poller in self.pollers.values():
             poller.paused = self.paused
+        if not self.paused:
+            for observed in list(self.received.values()):
+                if observed is not self.snapshots.get(observed.source):
+                    self.show_snapshot(observed)
         self._render_header()
         self.notify("refresh paused (p resumes)" if self.paused else "refresh resumed", title="Polling")
 
-    def action_help(self) -> None:
+    def show_help(self) -> None:
         state = self.action_state()
         rows = [HelpRow(key_display(self.keys[a.id]), a.description, a.unavailable(state) or "")
                 for a in visible_actions(self.readonly)]
-        navigation = [HelpRow(str(n), f"Jump to the {pane_id.capitalize()} pane")
-                      for n, pane_id in enumerate(PANE_IDS, 1)]
+        navigation = [HelpRow(str(n), f"Jump to the {spec.title} pane") for n, spec in enumerate(PANES, 1)]
         navigation.append(HelpRow("shift+tab", "Focus the previous pane"))
         navigation.append(HelpRow("↑ ↓", "Select a row (Routing: the target +/- and d/u act on)"))
         self.push_screen(HelpScreen(rows, navigation, self.readonly))
 
-    # ---- staging --------------------------------------------------------------------------------
+    def open_palette(self) -> None:
+        self.action_command_palette()
 
-    def _shift(self, delta: int) -> None:
-        pool, target = self.selection()
-        if self.state is None or pool is None or target is None:
-            return
-        self.staged = stage_shift(self.state, self.staged, pool, target, delta)
-        if not self.staged.changed:
-            self.staged = None
-        self._render_source("gateway")
+    def quit(self) -> None:
+        self.exit()
 
-    def action_shift_up(self) -> None:
-        self._shift(WEIGHT_STEP)
-
-    def action_shift_down(self) -> None:
-        self._shift(-WEIGHT_STEP)
-
-    def action_discard_weights(self) -> None:
-        self.staged = None
-        self._render_source("gateway")
-        self.notify("staged weights discarded", title="Routing")
-
-    # ---- writes ---------------------------------------------------------------------------------
-
-    def _confirmation(self, title: str, change: str, danger: Danger, name: str) -> Confirmation:
+    def ask_confirmation(self, title: str, change: str, danger: Danger, confirm_name: str,
+                         then: Callable[[str | None], None]) -> None:
         c = self.context
-        return Confirmation(title=title, change=change, danger=danger, context=c.name, context_color=c.color,
-                            prod=c.prod, type_to_confirm=name if c.prod else None)
+        confirmation = Confirmation(title=title, change=change, danger=danger, context=c.name,
+                                    context_color=c.color, prod=c.prod,
+                                    type_to_confirm=confirm_name if c.prod else None)
+        self.push_screen(ConfirmScreen(confirmation), then)
 
-    def action_apply_weights(self) -> None:
-        staged = self.staged
-        if staged is None:
-            return
-        change = f"{staged.describe()}  (based on version {staged.base_version})"
-        confirmation = self._confirmation("Apply weights", change, REGISTRY["apply_weights"].danger, staged.pool)
-        self._confirm_then(confirmation, lambda reason: apply_weights(self.gateway, staged, reason),
-                           f"weights applied: {staged.describe()}", clears_staged=True)
+    def run_write(self, write: Coroutine[Any, Any, None]) -> None:
+        self.writing = True
+        self._update_bindings()
+        self.run_worker(self._finish_write(write), group="write", exclusive=True, exit_on_error=False)
 
-    def _drain(self, drained: bool) -> None:
-        _, target = self.selection()
-        state = self.state
-        if target is None or state is None:
-            return
-        action = REGISTRY["drain" if drained else "undrain"]
-        verb = "drain" if drained else "undrain"
-        confirmation = self._confirmation(action.description, f"{verb} target {target}  (version {state.version})",
-                                          action.danger, target)
-        version = state.version
-        self._confirm_then(confirmation, lambda reason: set_drained(self.gateway, target, drained, reason, version),
-                           f"{verb}ed target {target}", clears_staged=False)
-
-    def action_drain(self) -> None:
-        self._drain(True)
-
-    def action_undrain(self) -> None:
-        self._drain(False)
-
-    def _confirm_then(self, confirmation: Confirmation, operation: Callable[[str], Awaitable[GatewayState]],
-                      done: str, clears_staged: bool) -> None:
-        def confirmed(reason: str | None) -> None:
-            if reason is None:
-                self.notify("cancelled: nothing changed", title=confirmation.title)
-                return
-            self.writing = True
-            self._update_bindings()
-            self.run_worker(self._write(operation, reason, done, clears_staged), group="write", exclusive=True,
-                            exit_on_error=False)
-
-        self.push_screen(ConfirmScreen(confirmation), confirmed)
-
-    async def _write(self, operation: Callable[[str], Awaitable[GatewayState]], reason: str, done: str,
-                     clears_staged: bool) -> None:
+    async def _finish_write(self, write: Coroutine[Any, Any, None]) -> None:
         try:
-            state = await operation(reason)
-        except Conflict as exc:
-            self.staged = None
-            self._adopt(exc.current)
-            self.notify(exc.message, title="Conflict: nothing changed", severity="error", timeout=20)
-        except AdminError as exc:
-            if exc.status == 403 and exc.code == "read_only":
-                self.notify(f"{exc.message}; switched to read-only", title="Read-only token", severity="error",
-                            timeout=20)
-                self.set_readonly(True)
-            else:
-                self.notify(exc.message, title=f"Refused ({exc.status}): nothing changed", severity="error",
-                            timeout=20)
-        except SourceDown as exc:
-            self.notify(f"{exc}; the change may or may not have been applied: check the Audit pane",
-                        title="No answer from the gateway", severity="error", timeout=20)
-        else:
-            if clears_staged:
-                self.staged = None
-            self._adopt(state)
-            self.notify(done, title="Applied")
+            await write
         finally:
             self.writing = False
-            self.action_refresh()
-            self._render_source("gateway")
+            self.refresh_sources()
+            self.redraw("gateway")
 
-    def _adopt(self, state: GatewayState) -> None:
-        """Show the state a write answered with (or a 409 carried) at once, as the gateway's latest."""
+    def adopt(self, state: GatewayState) -> None:
+        """Show the state a write answered with (or a 409 carried) at once, as the gateway's latest, paused or not."""
         observed = Observed("gateway", state, self.clock(), Health.LIVE, None)
         if "gateway" in self.pollers:
             self.pollers["gateway"].snapshot = observed
-        self.ingest(observed)
+        self.received["gateway"] = observed
+        self.show_snapshot(observed)
 
 
 def create_app(

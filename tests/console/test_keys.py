@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from console.actions import ACTIONS, visible_actions
+from console.actions import CONSOLE_ACTIONS, visible_actions
 from console.app import create_app
 from console.panes.keybar import KeyBar
 from console.screens import ConfirmScreen, HelpScreen
@@ -12,7 +12,7 @@ from tests.console.pilot_helpers import type_text, wait_for
 from tests.console.sample_data import context, snapshot_app
 
 pytestmark = pytest.mark.anyio
-WRITES = {a.id for a in ACTIONS if a.writes}
+WRITES = {a.id for a in CONSOLE_ACTIONS if a.writes}
 
 
 def footer_text(app) -> str:
@@ -25,9 +25,9 @@ async def test_bindings_come_from_the_registry() -> None:
         await pilot.press("2")
         await wait_for(pilot, lambda: app.selection() == ("chat", "openai-mini"))
         ids = {b.binding.id for b in app.screen.active_bindings.values()}
-        assert {a.id for a in ACTIONS} - {"palette"} <= ids | {"next_pane"}
+        assert {a.id for a in CONSOLE_ACTIONS} - {"palette"} <= ids | {"next_pane"}
         assert "Apply" in footer_text(app) and "Drain" in footer_text(app)
-        assert app.check_action("apply_weights", ()) is None, "greyed until something is staged"
+        assert app.availability("apply_weights") is None, "greyed until something is staged"
         assert [entry[0] for entry in app.palette_entries()] == [a.id for a in visible_actions(False)
                                                                  if a.id != "palette"]
 

@@ -118,7 +118,7 @@ async def test_cancel_changes_nothing_then_drain_and_undrain(split_gateway) -> N
 
         await pilot.press("1")  # Providers: its cursor row is the selected target
         await wait_for(pilot, lambda: app.selection() == (None, "a"), what="a selected in Providers")
-        assert app.check_action("undrain", ()) is None, "undrain is greyed while a is not drained"
+        assert app.availability("undrain") is None, "undrain is greyed while a is not drained"
         await pilot.press("d")
         await confirm_with(pilot, app, "maint")
         await wait_for(pilot, lambda: app.state.version == 1, what="the drain")
@@ -159,7 +159,7 @@ async def test_viewer_token_write_switches_to_readonly(split_gateway) -> None:
         await pilot.press("a")
         await confirm_with(pilot, app, "try")
         await wait_for(pilot, lambda: app.readonly, what="the switch to read-only")
-        assert app.staged is None and app.check_action("apply_weights", ()) is False
+        assert app.staged is None and app.availability("apply_weights") is False
         assert "READ-ONLY" in str(app.query_one("#context-bar").render())
     assert gateway_state(split_gateway)["version"] == 0
 
