@@ -9,7 +9,7 @@ What runs (every part its own process, all on loopback):
   and slow first bytes past the gateway's timeouts, garbage bodies, slow streams;
 * the gateway, ``python -m services.gateway --config <generated yaml>`` with ``auth: {mode: keys}``: two
   client keys created through ``POST /admin/keys``, a ``main`` key whose limits the load never reaches
-  and a ``small`` key (``SMALL_KEY_RPM``) whose requests-per-minute limit it does reach, so 429s with
+  and a ``small`` key (``small_key_rpm``) whose requests-per-minute limit it does reach, so 429s with
   retry-after are part of the mix; a few requests carry no key (401);
 * an asyncio client (aiohttp, this file with ``--role client``) sending open-loop at the target rate,
   streams and non-streams mixed, each request bounded by a deadline.
@@ -68,8 +68,14 @@ from tests.perf.bench_gateway import (  # noqa: E402
 
 OPERATOR_TOKEN_ENV = "SOAK_OPERATOR_TOKEN"
 UPSTREAM_KEY_ENV = "SOAK_UPSTREAM_KEY"
-SMALL_KEY_RPM = 30  # the small key gets SMALL_KEY_SHARE of the load: about 60 requests a minute at 200/s
-SMALL_KEY_SHARE = 0.005
+SMALL_KEY_SHARE = 0.005  # about 60 requests a minute at 200/s
+
+
+def small_key_rpm(rate: float, duration_s: float) -> int:
+    """Half of what the small key is sent in its first minute (30 at 200/s), so its limit is hit even
+    in a run shorter than a minute."""
+    return max(1, min(30, int(SMALL_KEY_SHARE * rate * min(60.0, duration_s) / 2)))
+
 NO_KEY_SHARE = 0.002
 STREAM_SHARE = 0.5
 CLAUDE_SHARE = 0.3  # requests naming the route whose first pool is the Anthropic stand-in
@@ -462,12 +468,12 @@ def admin_post(url: str, token: str, body: dict[str, Any]) -> tuple[int, dict[st
         return int(exc.code), {"raw": raw[:500].decode(errors="replace")}
 
 
-def create_keys(gateway_url: str, token: str) -> dict[str, str]:
+def create_keys(gateway_url: str, token: str, small_rpm: int) -> dict[str, str]:
     """The load's two client keys, through the admin API: one with room to spare, one that is too small."""
     specs = {
         "main": {"name": "soak-main", "owner": "perf", "tier": "paid", "rpm_limit": 10_000_000,
                  "tpm_limit": 10_000_000_000, "reason": "soak: the load's key, limits out of reach"},
-        "small": {"name": "soak-small", "owner": "perf", "tier": "free", "rpm_limit": SMALL_KEY_RPM,
+        "small": {"name": "soak-small", "owner": "perf", "tier": "free", "rpm_limit": small_rpm,
                   "reason": "soak: a key whose rpm limit the load reaches"},
     }
     keys = {}
@@ -566,7 +572,8 @@ def evaluate(tally: dict[str, Any], rss: RssSamples, opts: Options, duration_s: 
     if keys:
         small = tally["by_key"].get("small", {})
         none = tally["by_key"].get("none", {})
-        checks.append(Check(f"small key's limit hit ({SMALL_KEY_RPM} rpm): 429s", small.get("429", 0) > 0,
+        rpm = small_key_rpm(opts.rate, duration_s)
+        checks.append(Check(f"small key's limit hit ({rpm} rpm): 429s", small.get("429", 0) > 0,
                             f"small key: {dict(sorted(small.items()))}"))
         checks.append(Check("requests without a key: 401", set(none) <= {"401"},
                             f"no key: {dict(sorted(none.items()))}"))
@@ -647,7 +654,7 @@ def run_soak(opts: Options, workdir: Path, stack: contextlib.ExitStack) -> dict[
                              workdir, cwd=REPO_ROOT, env=gw_env)
     url = f"http://{LOOPBACK}:{port}"
     wait_ready(gateway, url + "/ready")
-    keys = create_keys(url, operator_token) if opts.auth == "keys" else {}
+    keys = create_keys(url, operator_token, small_key_rpm(opts.rate, duration_s)) if opts.auth == "keys" else {}
     log(f"gateway pid {gateway.proc.pid} on {url}, auth {opts.auth}"
         + (f", keys created: {', '.join(keys)}" if keys else ""))
     plan = {"url": url + "/v1/chat/completions", "rate": opts.rate, "duration_s": duration_s,
