@@ -61,7 +61,7 @@ class Access:
         claimed = headers.get(TIER_HEADER)
         tier, ignored = key.effective_tier(claimed.lower() if claimed else None)
         if ignored:
-            self.metrics.child("tier_claims_ignored").inc()
+            self.metrics.tier_claims_ignored.inc()
         headers[TIER_HEADER] = tier
         refusal = self.meter.admit(key)
         if refusal is not None:

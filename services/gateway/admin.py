@@ -30,6 +30,7 @@ from services.admin_api import (
     WeightsChange,
     unsafe_character,
 )
+from services.gateway.admin_gate import AdminGate
 from services.gateway.auth import Principal, TokenSet
 from services.gateway.control import ControlPlane, InvalidChange, UnknownName
 from services.gateway.errors import error_object
@@ -64,7 +65,12 @@ def _parse_since(value: str | None) -> float | None:
         raise AdminError(422, "'since' must be a Unix time or an ISO-8601 time", "validation_error", "since") from None
 
 
-def build_admin_app(control: ControlPlane, tokens: TokenSet) -> FastAPI:
+def build_admin_app(control: ControlPlane, tokens: TokenSet) -> AdminGate:
+    """The admin API behind its gate (token and body size checked before FastAPI parses anything)."""
+    return AdminGate(_admin_api(control, tokens), tokens)
+
+
+def _admin_api(control: ControlPlane, tokens: TokenSet) -> FastAPI:
     gw = control.gw
     app = FastAPI(
         title="Switchboard gateway admin API",

@@ -80,6 +80,7 @@ class _Meter:
     current: list[int] = field(default_factory=lambda: [0, 0])  # [requests, tokens] in minute
     spend: float = 0.0
     last_used: float = 0.0
+    budgeted: bool = False  # kept in sync while idle, so a budget holds from a replica's first request on
 
 
 class UsageMeter:
@@ -110,6 +111,7 @@ class UsageMeter:
             meter.period_ends_at = period_end(key.budget_period, meter.period) or math.inf
             meter.spend = 0.0
         meter.last_used = now
+        meter.budgeted = key.budget_usd is not None
         return meter
 
     def admit(self, key: ClientKey, now: float | None = None) -> Refusal | None:
@@ -167,7 +169,13 @@ class UsageMeter:
 
     # ---- sync with the store -----------------------------------------------------------------
 
-    def start(self) -> None:
+    async def start(self, keys: list[ClientKey]) -> None:
+        """Read every key's totals once (a restarted replica knows spent budgets before its first request),
+        then sync in the background."""
+        try:
+            await self.sync(keys)
+        except StoreUnavailable as exc:
+            log.error("client-key usage unavailable at start-up, counting from zero: %s", exc)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-sync")
 
     async def stop(self) -> None:
@@ -197,7 +205,7 @@ class UsageMeter:
         now = self.clock()
         for key in keys or ():
             self._meter(key, now)
-        for key_id in [k for k, m in self._meters.items() if now - m.last_used > IDLE_FORGET_S]:
+        for key_id in [k for k, m in self._meters.items() if now - m.last_used > IDLE_FORGET_S and not m.budgeted]:
             del self._meters[key_id]
             self._periods.pop(key_id, None)
         if not self._meters and not self._pending_counts and not self._pending_spend:

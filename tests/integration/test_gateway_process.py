@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from services.gateway.config import example_config_path
-from tests.gateway_harness import VIEWER_TOKEN, auth, free_port, openai_target
+from tests.gateway_harness import OPERATOR_TOKEN, VIEWER_TOKEN, auth, free_port, openai_target
 from tests.standins import Fault
 
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -30,7 +30,8 @@ def switchboard() -> list[str]:
 
 
 def start(config_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "XDG_DATA_HOME": str(config_path.parent / "data"), "SWITCHBOARD_VIEWER_TOKEN": VIEWER_TOKEN}
+    env = {**os.environ, "XDG_DATA_HOME": str(config_path.parent / "data"), "SWITCHBOARD_VIEWER_TOKEN": VIEWER_TOKEN,
+           "SWITCHBOARD_ADMIN_TOKEN": OPERATOR_TOKEN}
     return subprocess.Popen([*switchboard(), "gateway", "--config", str(config_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
@@ -71,7 +72,13 @@ def test_example_config_serves_streamed_and_plain_completions(standin, tmp_path:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc)
-        client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+        anonymous = openai.OpenAI(base_url=url + "/v1", api_key="sk-sb-not-a-key", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            anonymous.chat.completions.create(model="auto", messages=MESSAGES)
+        created = httpx.post(url + "/admin/keys", headers=auth(OPERATOR_TOKEN),
+                             json={"name": "example", "owner": "tests", "reason": "example config test"})
+        assert created.status_code == 201, created.text
+        client = openai.OpenAI(base_url=url + "/v1", api_key=created.json()["key"], max_retries=0)
         assert [m.id for m in client.models.list()] == ["auto", "gpt4", "mini", "anthropic", "local"]
         raw = client.chat.completions.with_raw_response.create(model="auto", messages=MESSAGES)
         assert raw.headers["x-switchboard-target"] == "vllm-local/smollm2"
@@ -97,6 +104,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(standin, tmp_path: Pat
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump({
         "server": {"port": port, "grace_period_s": 10, "log_level": "warning"},
+        "auth": {"mode": "open"},
         "targets": {"t": openai_target(upstream.url)},
         "pools": {"p": {"targets": {"t": 100}}},
         "routes": {"r": {"pool": "p"}},

@@ -38,6 +38,7 @@ def config(a, b, state: dict) -> dict:
     return {
         "server": {"log_level": "warning"},
         "admin": {"tokens": ADMIN_TOKENS},
+        "auth": {"mode": "open"},
         "state": state,
         "targets": {"a": openai_target(a.url), "b": openai_target(b.url)},
         "pools": {"split": {"targets": {"a": 50, "b": 50}}},
