@@ -35,6 +35,7 @@ CLEAR_SCREEN = "\x1b[2J"
 CURSOR_HOME = "\x1b[H"
 WINDOW_TITLE = "\x1b]0;PWNED\x07"
 CLIPBOARD = "\x1b]52;c;cGF5bG9hZA==\x07"  # base64 of "payload"
+CLIPBOARD_ST = "\x1b]52;c;cGF5bG9hZA==\x1b\\"  # the same ended by ST (ESC backslash), which Rich keeps
 RLO = "\u202e"  # right-to-left override
 
 
@@ -201,7 +202,7 @@ def hostile_audit() -> AuditPage:
                     target=f"chat{CURSOR_HOME}", reason=CLIPBOARD,
                     before={f"mini{CLEAR_SCREEN}x": 50}, after={f"mini{CLEAR_SCREEN}x": 60}),
         AuditRecord(version=8, time=WALL - 120, actor="ops", operator="mallory", action=f"drain{CLEAR_SCREEN}",
-                    target=f"haiku{RLO}gnp.exe", reason=f"reason{CURSOR_HOME}{RLO}tail", before=f"a{CLIPBOARD}",
+                    target=f"haiku{RLO}gnp.exe", reason=f"reason{CURSOR_HOME}{RLO}tail", before=f"a{CLIPBOARD_ST}",
                     after="b"),
         AuditRecord(version=7, time=WALL - 180, actor="ops", operator="alice@bastion", action="undrain",
                     target="plain-target", reason="an ordinary reason", before={"drained": True},

@@ -140,7 +140,7 @@ async def test_every_pane_draws_hostile_strings_as_visible_escapes() -> None:
         "␛]52;c;cGF5bG9hZA==␇",  # audit reason: an OSC 52 clipboard write
         "drain␛[2J",  # audit action
         "reason␛[H<U+202E>tail",
-        "a␛]52;c;cGF5bG9hZA==␇ -> b",  # audit change
+        "a␛]52;c;cGF5bG9hZA==␛\\ -> b",  # audit change
         "Audit STALE 7s · boom␛[2J␛]0;PWNED␇",  # an error message in a title
         "boom␛[2J␛]0;PWNED␇␛]52;c;cGF5bG9hZA==␇<U+202",  # and in the Engine pane's body
         "plain-target", "an ordinary reason",  # the rest is untouched
