@@ -1,17 +1,23 @@
-"""`switchboard status|weights|drain|undrain|audit` as a runbook would call them, against a real gateway."""
+"""`switchboard status|weights|drain|undrain|audit|keys` as a runbook would call them, against a real gateway."""
 
 from __future__ import annotations
 
 import os
+import re
+import stat
 import subprocess
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 
-from tests.gateway_harness import VIEWER_TOKEN, auth, fast_settings, free_port, openai_target
+from tests.gateway_harness import VIEWER_TOKEN, GatewayProcess, auth, fast_settings, free_port, openai_target
 from tests.standins import Fault
 
 
@@ -24,17 +30,21 @@ def setup(standin, gateway, tmp_path: Path):
         "pools": {"split": {"targets": {"a": 50, "b": 50}}},
         "routes": {"r": {"pool": "split"}},
     })
-    config = tmp_path / "console.yaml"
-    config.write_text(yaml.safe_dump({
+    return gw, a, console_config(tmp_path / "console.yaml", gw.url)
+
+
+def console_config(path: Path, admin_url: str) -> Path:
+    path.write_text(yaml.safe_dump({
         "current": "test",
         "operator": "runbook@bastion",
         "contexts": {
-            "test": {"admin_url": gw.url, "token_env": "SWITCHBOARD_TEST_OPERATOR_TOKEN"},
-            "viewonly": {"admin_url": gw.url, "token_env": "SWITCHBOARD_TEST_OPERATOR_TOKEN", "readonly": True},
+            "test": {"admin_url": admin_url, "token_env": "SWITCHBOARD_TEST_OPERATOR_TOKEN"},
+            "viewonly": {"admin_url": admin_url, "token_env": "SWITCHBOARD_TEST_OPERATOR_TOKEN", "readonly": True},
+            "viewer": {"admin_url": admin_url, "token_env": "SWITCHBOARD_TEST_VIEWER_TOKEN"},
             "gone": {"admin_url": f"http://127.0.0.1:{free_port()}", "token_env": "SWITCHBOARD_TEST_VIEWER_TOKEN"},
         },
     }))
-    return gw, a, config
+    return path
 
 
 def switchboard(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -94,3 +104,192 @@ def test_bad_input_and_read_only_change_nothing(setup) -> None:
     readonly = switchboard(config, "weights", "set", "split", "a=10", "--reason", "x", "--context", "viewonly")
     assert readonly.returncode == 1 and "read-only" in readonly.stderr
     assert httpx.get(gw.url + "/admin/audit", headers=auth(VIEWER_TOKEN)).json()["entries"] == []
+
+
+class ChangeAfterRead:
+    """A loopback proxy in front of the gateway: right after it has forwarded the first ``GET /admin/state``,
+    another operator commits a change, so a write built on what the client read is based on a version gone."""
+
+    def __init__(self, upstream: str, change: Callable[[], None]) -> None:
+        self.changed = threading.Event()
+        proxy = self
+
+        class Forward(BaseHTTPRequestHandler):
+            def forward(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "content-length", "connection", "accept-encoding")}
+                answer = httpx.request(self.command, upstream + self.path, headers=headers,
+                                       content=self.rfile.read(length) if length else None, timeout=10)
+                if self.command == "GET" and self.path == "/admin/state" and not proxy.changed.is_set():
+                    change()
+                    proxy.changed.set()
+                self.send_response(answer.status_code)
+                for name, value in answer.headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
+                        self.send_header(name, value)
+                self.send_header("content-length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_PUT = do_DELETE = forward
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> ChangeAfterRead:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("verb", ["drain", "undrain"])
+def test_drain_sends_the_version_it_read_so_a_change_in_between_is_a_conflict(setup, tmp_path: Path,
+                                                                             verb: str) -> None:
+    gw, _, _ = setup
+    if verb == "undrain":
+        httpx.post(f"{gw.url}/admin/targets/b/drain", headers=auth(), json={"reason": "before"}).raise_for_status()
+
+    def bob() -> None:
+        change = {"weights": {"a": 30, "b": 70}, "base_version": gw.state()["version"], "reason": "bob's change"}
+        httpx.put(f"{gw.url}/admin/pools/split/weights", headers=auth(operator="bob@elsewhere"),
+                  json=change).raise_for_status()
+
+    drained_before = gw.target_state("b")["drained"]
+    with ChangeAfterRead(gw.url, bob) as proxy:
+        result = switchboard(console_config(tmp_path / "racy.yaml", proxy.url), verb, "b", "--reason", "maint")
+        assert proxy.changed.is_set(), "the verb never read the state"
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "changed by bob@elsewhere" in result.stderr and "retry" in result.stderr
+    assert gw.target_state("b")["drained"] is drained_before
+    latest = httpx.get(gw.url + "/admin/audit", headers=auth(VIEWER_TOKEN)).json()["entries"][0]
+    assert latest["reason"] == "bob's change"
+
+
+# ---- client keys ------------------------------------------------------------------------------------------
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def keyed(standin, tmp_path: Path) -> Iterator[tuple[GatewayProcess, Path]]:
+    """`switchboard gateway` as a process with client keys on (auth mode keys) and admin tokens."""
+    upstream = standin(name="up")
+    process = GatewayProcess({
+        **fast_settings(auth={"mode": "keys"}),
+        "targets": {"a": openai_target(upstream.url)},
+        "pools": {"p": {"targets": {"a": 100}}},
+        "routes": {"r": {"pool": "p"}, "other": {"pool": "p"}},
+    }, str(tmp_path)).start()
+    yield process, console_config(tmp_path / "console.yaml", process.url)
+    process.stop()
+
+
+def chat(gw: GatewayProcess, key: str | None, model: str = "r") -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(gw.url + "/v1/chat/completions", headers=headers, json={"model": model, "messages": MESSAGES},
+                      timeout=10)
+
+
+def audit(gw: GatewayProcess) -> list[dict[str, Any]]:
+    return httpx.get(gw.url + "/admin/audit", headers=auth(VIEWER_TOKEN), timeout=5).json()["entries"]
+
+
+def listed(gw: GatewayProcess) -> list[dict[str, Any]]:
+    return httpx.get(gw.url + "/admin/keys", headers=auth(VIEWER_TOKEN), timeout=5).json()["keys"]
+
+
+def test_keys_create_list_show_disable_enable_delete(keyed) -> None:
+    gw, config = keyed
+    created = switchboard(config, "keys", "create", "--name", "ci-bot", "--owner", "team-a", "--tier", "paid",
+                          "--route", "r", "--rpm", "60", "--tpm", "100000", "--budget-usd", "5",
+                          "--budget-period", "week", "--expires", "30d", "--reason", "onboarding")
+    assert created.returncode == 0, created.stderr
+    [secret] = re.findall(r"^sk-sb-\S+$", created.stdout, re.MULTILINE)
+    assert created.stdout.count(secret) == 1 and "cannot be shown again" in created.stdout
+    [key_id] = re.findall(r"created (key_\w+) 'ci-bot' for team-a: tier paid", created.stdout)
+
+    assert chat(gw, None).status_code == 401
+    assert chat(gw, secret).status_code == 200
+    assert chat(gw, secret, model="other").status_code != 200, "the key may use route r only"
+
+    table = switchboard(config, "keys", "list")
+    assert table.returncode == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if line.startswith(key_id))
+    assert "ci-bot" in row and "team-a" in row and "paid" in row and "active" in row and "/60" in row
+    assert "$5.00 week" in row and secret not in table.stdout
+    shown = switchboard(config, "keys", "show", key_id)
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"^routes\s+r$", shown.stdout, re.MULTILINE) and re.search(r"^tier\s+paid$", shown.stdout,
+                                                                              re.MULTILINE)
+    assert secret not in shown.stdout and secret[:9] in shown.stdout
+
+    off = switchboard(config, "keys", "disable", key_id, "--reason", "leaked in a ticket")
+    assert off.returncode == 0 and f"disabled {key_id}" in off.stdout
+    assert chat(gw, secret).status_code == 401
+    assert "disabled" in switchboard(config, "keys", "show", key_id).stdout
+    on = switchboard(config, "keys", "enable", key_id, "--reason", "rotated upstream")
+    assert on.returncode == 0 and chat(gw, secret).status_code == 200
+    gone = switchboard(config, "keys", "delete", key_id, "--reason", "team left")
+    assert gone.returncode == 0 and f"deleted {key_id}" in gone.stdout
+    assert chat(gw, secret).status_code == 401
+    missing = switchboard(config, "keys", "show", key_id)
+    assert missing.returncode == 1 and f"unknown client key '{key_id}'" in missing.stderr
+
+    entries = [(e["action"], e["reason"]) for e in audit(gw)]
+    assert entries == [("delete_key", "team left"), ("enable_key", "rotated upstream"),
+                       ("disable_key", "leaked in a ticket"), ("create_key", "onboarding")]
+    assert {e["operator"] for e in audit(gw)} == {"runbook@bastion"}
+    assert all(secret not in str(e) for e in audit(gw))
+
+
+def test_keys_create_writes_the_key_to_a_new_0600_file_only(keyed, tmp_path: Path) -> None:
+    gw, config = keyed
+    path = tmp_path / "secrets" / "ci.key"
+    path.parent.mkdir()
+    made = switchboard(config, "keys", "create", "--name", "ci", "--owner", "team-a", "--reason", "ci",
+                       "--key-file", str(path))
+    assert made.returncode == 0, made.stderr
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    secret = path.read_text().strip()
+    assert secret.startswith("sk-sb-") and secret not in made.stdout and "will not be shown again" in made.stdout
+    assert chat(gw, secret).status_code == 200
+    again = switchboard(config, "keys", "create", "--name", "ci2", "--owner", "team-a", "--reason", "ci",
+                        "--key-file", str(path))
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert path.read_text().strip() == secret and [k["name"] for k in listed(gw)] == ["ci"]
+
+
+def test_keys_bad_input_read_only_and_refusals_change_nothing(keyed) -> None:
+    gw, config = keyed
+    base = ["keys", "create", "--name", "svc", "--owner", "team-a"]
+    no_reason = switchboard(config, *base)
+    assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
+    for extra, message in (
+        (["--expires", "yesterday"], "expected a duration like 30d"),
+        (["--expires", "2001-01-01T00:00:00Z"], "that time has passed"),
+        (["--rpm", "0"], "rpm_limit"),
+        (["--budget-usd", "-5"], "budget_usd"),
+        (["--name", "evil\x1b[2J"], "control or bidi character U+001B"),
+    ):
+        bad = switchboard(config, *base, *extra, "--reason", "x")
+        assert bad.returncode == 2 and message in bad.stderr, (extra, bad.stderr)
+    readonly = switchboard(config, *base, "--reason", "x", "--context", "viewonly")
+    assert readonly.returncode == 1 and "read-only" in readonly.stderr
+    viewer = switchboard(config, *base, "--reason", "x", "--context", "viewer")
+    assert viewer.returncode == 1 and "refused (403)" in viewer.stderr
+    unknown = switchboard(config, "keys", "disable", "key_nope", "--reason", "x")
+    assert unknown.returncode == 1 and "unknown client key" in unknown.stderr
+    unreachable = switchboard(config, "keys", "list", "--context", "gone")
+    assert unreachable.returncode == 2 and "unreachable" in unreachable.stderr
+    assert listed(gw) == [] and audit(gw) == []
