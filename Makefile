@@ -28,7 +28,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@touch $@
 
 ## up: the bundled vLLM backend (provisioned on first run), the gateway on the example config, and the
-## console attached to them; quitting the console stops them
+## console attached to them; quitting the console stops them. The admin tokens and one local client key
+## are kept in 0600 files under $XDG_STATE_HOME/switchboard (paths printed at start-up), so a second
+## terminal's `switchboard console` / `switchboard status` reach the running stack
 up: $(STAMP)
 	$(BIN)/switchboard backend install
 	$(BIN)/switchboard backend model
