@@ -14,7 +14,7 @@ from console.screens import ConfirmScreen
 from console.sources.poller import Health
 from tests.console import sample_data
 from tests.console.pilot_helpers import console_context, type_text, wait_for
-from tests.console.sample_data import audit_page, observed, snapshot_app
+from tests.console.sample_data import CLEAR_SCREEN, HOSTILE_ERROR, audit_page, observed, snapshot_app
 from tests.gateway_harness import VIEWER_TOKEN, auth
 
 pytestmark = pytest.mark.anyio
@@ -265,3 +265,13 @@ async def test_a_pane_that_cannot_draw_a_snapshot_says_so_and_the_console_keeps_
         await wait_for(pilot, lambda: "display failed" not in app.query_one(AuditPane).title_plain,
                        what="the next good snapshot")
         assert "LIVE" in app.query_one(AuditPane).title_plain
+
+
+async def test_notices_show_server_messages_escaped() -> None:
+    app = snapshot_app()
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        app.notify(f"refused: {HOSTILE_ERROR}", title=f"Refused{CLEAR_SCREEN}", severity="error")
+        await wait_for(pilot, lambda: app.screen.query("Toast"), what="the notice on screen")
+        drawn = " ".join(str(toast.render()) for toast in app.screen.query("Toast"))
+        assert "\x1b" not in drawn and "\u202e" not in drawn and "\x07" not in drawn
+        assert "Refused␛[2J" in drawn and "refused: boom␛[2J␛]0;PWNED␇" in drawn

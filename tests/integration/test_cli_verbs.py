@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -17,6 +18,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.console.sample_data import HOSTILE_ERROR, hostile_audit, hostile_keys, hostile_state
 from tests.gateway_harness import VIEWER_TOKEN, GatewayProcess, auth, fast_settings, free_port, openai_target
 from tests.standins import Fault
 
@@ -293,3 +295,64 @@ def test_keys_bad_input_read_only_and_refusals_change_nothing(keyed) -> None:
     unreachable = switchboard(config, "keys", "list", "--context", "gone")
     assert unreachable.returncode == 2 and "unreachable" in unreachable.stderr
     assert listed(gw) == [] and audit(gw) == []
+
+
+# ---- terminal safety ---------------------------------------------------------------------------------------
+
+TERMINAL_ACTS_ON = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+class HostileAdminAPI:
+    """The admin API's JSON with escape sequences and bidi controls in every name, reason and error. The real
+    gateway refuses such strings, so this loopback stand-in plays a compromised or buggy one."""
+
+    def __init__(self) -> None:
+        answers = {"/admin/state": hostile_state, "/admin/audit": hostile_audit, "/admin/keys": hostile_keys}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                page = answers.get(self.path.split("?", 1)[0])
+                if page is None:
+                    self.answer(404, {"error": {"message": HOSTILE_ERROR, "code": "not_found"}})
+                else:
+                    self.answer(200, page().model_dump(mode="json"))
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                self.answer(422, {"error": {"message": HOSTILE_ERROR, "code": "validation_error"}})
+
+            def answer(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> HostileAdminAPI:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("verb", [["status"], ["weights", "show"], ["audit"], ["keys", "list"],
+                                  ["keys", "show", "key_x"], ["drain", "plain-target", "--reason", "r"]])
+def test_server_strings_reach_the_terminal_escaped(tmp_path: Path, verb: list[str]) -> None:
+    with HostileAdminAPI() as api:
+        result = switchboard(console_config(tmp_path / "console.yaml", api.url), *verb)
+    shown = result.stdout + result.stderr
+    assert not TERMINAL_ACTS_ON.search(shown), repr(shown)
+    assert "\u241b" in shown, "the escapes are shown as control pictures, not dropped"
