@@ -1,4 +1,4 @@
-"""The console's data layer: contexts, the poller's LIVE/STALE/DOWN, staging math, the stack lock."""
+"""The console's data layer: contexts, the poller, staging math, the action registry and its verbs, the stack lock."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from console.actions import REGISTRY, ActionState, StagedWeights, keymap, shift, visible_actions
+from console.actions import CLI_ACTIONS, REGISTRY, Action, ActionState, StagedWeights, keymap, shift, visible_actions
+from console.cli import build_parser
 from console.contexts import ContextError, load_console_config, pick_context
 from console.sources.poller import Health, Observed, Poller
 from console.stack import AlreadyRunning, stack_lock
@@ -131,6 +132,27 @@ def test_registry_remaps_by_id_and_hides_writes_when_read_only() -> None:
     assert not any(action.writes for action in visible_actions(readonly=True))
     assert REGISTRY["apply_weights"].unavailable(ActionState(readonly=True, has_staged=True)) == "read-only"
     assert REGISTRY["drain"].unavailable(ActionState(state_loaded=True)) == "select a target in the Routing pane"
+
+
+def test_every_registry_verb_is_a_subcommand_and_writes_require_a_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    assert {"weights set", "drain", "undrain", "status", "keys create", "keys delete"} <= {
+        a.cli.name for a in CLI_ACTIONS if a.cli}
+    for action in CLI_ACTIONS:
+        assert action.cli is not None
+        with pytest.raises(SystemExit) as done:
+            parser.parse_args([*action.cli.name.split(), "--help"])
+        assert done.value.code == 0
+        usage = capsys.readouterr().out
+        assert ("--reason REASON" in usage) is action.writes, action.id
+        assert "--context" in usage
+
+
+def test_an_action_needs_a_key_with_a_perform_or_a_cli_verb() -> None:
+    with pytest.raises(ValueError, match="a key and a perform go together"):
+        Action("launch", "Launch", key="l")
+    with pytest.raises(ValueError, match="neither a key nor a CLI verb"):
+        Action("nothing", "Does nothing")
 
 
 def test_second_stack_is_refused_with_the_holders_pid(tmp_path: Path) -> None:
