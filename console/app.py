@@ -45,7 +45,7 @@ from console.actions import (
     visible_actions,
 )
 from console.contexts import Context, ContextError, default_operator
-from console.panes import AuditPane, EnginePane, Pane, ProvidersPane, RoutingPane
+from console.panes import AuditPane, EnginePane, KeysPane, Pane, ProvidersPane, RoutingPane
 from console.panes.keybar import KeyBar, KeyHint
 from console.screens import ActionCommands, Confirmation, ConfirmScreen, HelpRow, HelpScreen, context_badge
 from console.sources.engine import EngineClient
@@ -89,6 +89,7 @@ SOURCES: tuple[Source, ...] = (
     Source("gateway", lambda app: app.gateway.state),
     Source("audit", lambda app: lambda: app.gateway.audit(limit=AUDIT_LIMIT), 2),
     Source("engine", lambda app: app.engine.metrics if app.engine is not None else None, 2),
+    Source("keys", lambda app: app.gateway.keys, 2),
 )
 PANES: tuple[PaneSpec, ...] = (  # in digit-key order: 1 jumps to the first
     PaneSpec("providers", ProvidersPane, "gateway", lambda app, pane, o, now: pane.show(o, app.history.trends(), now),
@@ -96,6 +97,7 @@ PANES: tuple[PaneSpec, ...] = (  # in digit-key order: 1 jumps to the first
     PaneSpec("routing", RoutingPane, "gateway", lambda app, pane, o, now: pane.show(o, app.staged, now)),
     PaneSpec("engine", EnginePane, "engine", lambda app, pane, o, now: pane.show(o, now)),
     PaneSpec("audit", AuditPane, "audit", lambda app, pane, o, now: pane.show(o, now), wide=True),
+    PaneSpec("client-keys", KeysPane, "keys", lambda app, pane, o, now: pane.show(o, now, time.time()), wide=True),
 )
 PANE_IDS = tuple(spec.id for spec in PANES)
 NARROW_COLUMN = 48

@@ -21,7 +21,7 @@ COLUMNS = (
     ("Status", "status", 8),
     ("Req/min", "rpm", 11),
     ("Tokens/min", "tpm", 11),
-    ("Spend", "spend", 22),
+    ("Spend", "spend", 21),
     ("Prefix", "prefix", 10),
 )
 NARROW_DROPS = ("prefix", "owner", "tier")

@@ -22,7 +22,7 @@ from services.admin_api import GatewayState, TargetState
 TREND_WIDTH = 8
 LATENCY_WIDTH = 5  # what format.ms needs below 100 s
 COLUMNS = (
-    ("Target", "target", 18),
+    ("Target", "target", 17),
     ("Status", "status", 9),
     ("Breaker", "breaker", 7),
     ("Cooldown", "cooldown", 8),

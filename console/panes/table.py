@@ -36,6 +36,7 @@ Column = tuple[str, str, int]  # label, key, width in cells
 Group = tuple[str, str, str]  # label, first column key, last column key
 GAP = 2  # cells between columns
 SIDEWAYS_STEP = 10  # cells per left/right key
+SCROLLBAR = 1  # the vertical scrollbar's width (CSS below): kept free so more rows never force sideways scrolling
 
 
 class KeyedTable(ScrollView, can_focus=True):
@@ -210,7 +211,7 @@ class KeyedTable(ScrollView, can_focus=True):
 
     def on_resize(self) -> None:
         self._header = None
-        shown = self._fit(self.size.width)
+        shown = self._fit(self.size.width - SCROLLBAR)
         if shown != self._shown:
             self._shown, self._width = shown, self._width_of(shown)
             if self._empty_note is None:

@@ -29,6 +29,7 @@ from tests.console.harness import METRICS_PAGE
 
 NOW = 10_000.0  # the frozen monotonic clock
 WALL = 1_795_730_000.0  # a fixed Unix time for audit entries (2026-11-26)
+EXPIRED = 1_000_000_000.0  # 2001: a key expiry that is past whatever the clock says (the app asks time.time())
 
 # What a hostile or careless server might put into names, reasons and errors (issue 8, section 2).
 CLEAR_SCREEN = "\x1b[2J"
@@ -129,7 +130,7 @@ def key_list() -> KeyList:
         key("intern-sandbox", "bob", "free", (0, 0, 1.2), rpm_limit=20, tpm_limit=10_000, budget_usd=None,
             disabled=True),
         key("hackathon", "carol", "free", (0, 0, 3.5), rpm_limit=60, tpm_limit=20_000, budget_usd=10.0,
-            budget_period="total", expires_at=WALL - 3_600),
+            budget_period="total", expires_at=EXPIRED),
         key("new-service", "dave", "paid", None),
     ])
 
@@ -158,12 +159,14 @@ def feed_live(app: SwitchboardApp) -> None:
     app.receive(observed("gateway", gateway_state(), age_s=1.2))
     app.receive(observed("audit", audit_page(), age_s=1.6))
     app.receive(observed("engine", engine_metrics(), age_s=0.4))
+    app.receive(observed("keys", key_list(), age_s=1.6))
 
 
 def feed_stale(app: SwitchboardApp) -> None:
     feed_live(app)
     app.receive(observed("gateway", gateway_state(), age_s=7.3, health=Health.STALE, error="timed out"))
     app.receive(observed("audit", audit_page(), age_s=8.1, health=Health.STALE, error="timed out"))
+    app.receive(observed("keys", key_list(), age_s=8.1, health=Health.STALE, error="timed out"))
     app.receive(observed("engine", engine_metrics(), age_s=42.0, health=Health.DOWN,
                          error="engine at http://vllm.staging:8000: [Errno 111] Connection refused"))
 
@@ -226,6 +229,7 @@ def feed_hostile(app: SwitchboardApp) -> None:
     app.receive(observed("gateway", hostile_state(), age_s=1.2))
     app.receive(observed("audit", hostile_audit(), age_s=7.5, health=Health.STALE, error=HOSTILE_ERROR))
     app.receive(Observed("engine", None, None, Health.DOWN, HOSTILE_ERROR))
+    app.receive(observed("keys", hostile_keys(), age_s=1.6))
 
 
 class KeysPaneApp(App[None]):

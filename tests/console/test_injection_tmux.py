@@ -135,8 +135,8 @@ def test_hostile_strings_cannot_drive_the_terminal(tmux: Tmux, hostile_api: Host
                                   token_env=None, engine_url=None, poll_interval_s=0.5)
     start_with_clipboard_on(tmux, console_argv(config, "hostile"))
     text = tmux.wait_for(
-        lambda s: "mini␛[2Jx" in s and "boom␛[2J" in s and "␛]52;c;cGF5bG9hZA==␇" in s,
-        "the hostile names, the audit entries and the audit source's error", within_s=30)
+        lambda s: all(seen in s for seen in ("mini␛[2Jx", "boom␛[2J", "␛]52;c;cGF5bG9hZA==␇", "bot␛[2J")),
+        "the hostile names, the audit entries, the audit source's error and the keys", within_s=30)
     screen = text.splitlines()
 
     # The escaped form is visible, each string where it belongs.
@@ -146,12 +146,13 @@ def test_hostile_strings_cannot_drive_the_terminal(tmux: Tmux, hostile_api: Host
     line_with(screen, "eve␛]0;PWNED␇", "set_weights", "chat␛[H", "␛]52;c;cGF5bG9hZA==␇", "mini␛[2Jx 50->60")
     line_with(screen, "mallory", "drain␛[2J", "reason␛[H<U+202E>tail", "a␛]52;c;cGF5bG9hZA==␛\\ -> b")
     line_with(screen, "4 Audit", "boom␛[2J␛]0;PWNED␇")  # the error message, in the Audit title
+    line_with(screen, "bot␛[2J", "eve<U+202E>pwn", "enterprise", "active")  # a client key's name and owner
 
     # Nothing was cleared or moved: the frame, every pane and the key bar are where they belong.
     assert screen[0].startswith(" Switchboard ") and "hostile" in screen[0]
     assert "1 Providers LIVE" in screen[1]
     assert "q Quit" in screen[-1]
-    for title in ("2 Routing", "3 Engine", "4 Audit"):
+    for title in ("2 Routing", "3 Engine", "4 Audit", "5 Keys"):
         line_with(screen, title)
     header = line_with(screen, "Target", "Status", "Breaker")
     for name in ("mini␛[2Jx", "plain-target"):
