@@ -9,7 +9,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 OPERATOR_HEADER = "x-switchboard-operator"
 
@@ -24,11 +24,19 @@ _BIDI_AND_SEPARATORS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u20
 
 
 def unsafe_character(value: str) -> str | None:
-    """The first character a terminal could act on (C0/C1 controls, DEL, bidi controls), as ``U+XXXX``."""
+    """The first character a terminal could act on (C0/C1 controls, DEL, bidi controls), or a lone surrogate
+    (no UTF-8 encoding: it could not even be stored), as ``U+XXXX``."""
     for char in value:
-        if char in _BIDI_AND_SEPARATORS or unicodedata.category(char) == "Cc":
+        if char in _BIDI_AND_SEPARATORS or unicodedata.category(char) in ("Cc", "Cs"):
             return f"U+{ord(char):04X}"
     return None
+
+
+# The same rule as a JSON-schema pattern, so schema-driven clients know what is refused (lone surrogates
+# are left out: JSON strings cannot carry them in valid UTF-8, and regex engines disagree about them).
+_SAFE_CLASS = "\\x00-\\x1f\\x7f-\\x9f\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069\\u2028\\u2029"
+PLAIN_TEXT_PATTERN = f"^[^{_SAFE_CLASS}]*$"
+NOT_BLANK_PLAIN_TEXT_PATTERN = f"^[^{_SAFE_CLASS}]*[^\\s{_SAFE_CLASS}][^{_SAFE_CLASS}]*$"
 
 
 def _plain_text(value: str) -> str:
@@ -39,7 +47,20 @@ def _plain_text(value: str) -> str:
 
 
 #: Free text the gateway stores and consoles later draw: no control or bidi characters.
-PlainText = Annotated[str, AfterValidator(_plain_text)]
+PlainText = Annotated[str, AfterValidator(_plain_text), Field(json_schema_extra={"pattern": PLAIN_TEXT_PATTERN})]
+
+
+def _json_integer(value: Any) -> Any:
+    """JSON has one number type: 3.0 is the integer 3 (as JSON Schema says); true and "3" are not integers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def json_int(ge: int | None = None, le: int | None = None) -> Any:
+    """An integer as JSON Schema defines it (strict: no strings, no booleans; but 3.0 counts), with bounds.
+    The bounds sit inside the conversion so they appear in the schema as minimum and maximum."""
+    return Annotated[StrictInt, Field(ge=ge, le=le), BeforeValidator(_json_integer)]
 
 TargetStatus = Literal["healthy", "half_open", "open", "cooling_down", "drained", "disabled"]
 BreakerName = Literal["closed", "half_open", "open"]
@@ -107,7 +128,7 @@ def _not_blank(value: str) -> str:
 
 
 # The schema's pattern tells schema-driven clients a blank value is refused; the validators give the message.
-_NOT_BLANK = {"pattern": r"\S"}
+_NOT_BLANK = {"pattern": NOT_BLANK_PLAIN_TEXT_PATTERN}
 
 Reason = Annotated[str, Field(min_length=1, max_length=500, json_schema_extra=_NOT_BLANK,
                               description="why: required, not blank, no control or bidi characters"),
@@ -118,8 +139,8 @@ class WeightsChange(BaseModel):
     """``PUT /admin/pools/{pool}/weights``: weights of some or all of the pool's targets."""
 
     model_config = ConfigDict(extra="forbid")
-    weights: dict[str, Annotated[StrictInt, Field(ge=0, le=100)]] = Field(min_length=1)
-    base_version: StrictInt = Field(ge=0, description="the state version this change was based on")
+    weights: dict[str, json_int(0, 100)] = Field(min_length=1)  # type: ignore[valid-type]
+    base_version: json_int(0) = Field(description="the state version this change was based on")  # type: ignore[valid-type]
     reason: Reason
 
 
@@ -128,7 +149,7 @@ class DrainChange(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     reason: Reason
-    base_version: StrictInt | None = Field(None, ge=0, description="omit to apply on the current version")
+    base_version: json_int(0) | None = Field(None, description="omit to apply on the current version")  # type: ignore[valid-type]
 
 
 class AuditRecord(BaseModel):
@@ -208,8 +229,8 @@ class KeyCreate(BaseModel):
     tier: Tier = "free"
     routes: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
         [], max_length=100, description="routes the key may use; empty: every route")
-    rpm_limit: StrictInt | None = Field(None, ge=1, le=10_000_000, description="requests per minute")
-    tpm_limit: StrictInt | None = Field(None, ge=1, le=10_000_000_000, description="tokens per minute")
+    rpm_limit: json_int(1, 10_000_000) | None = Field(None, description="requests per minute")  # type: ignore[valid-type]
+    tpm_limit: json_int(1, 10_000_000_000) | None = Field(None, description="tokens per minute")  # type: ignore[valid-type]
     budget_usd: float | None = Field(None, gt=0, le=1e9, allow_inf_nan=False,
                                      description="spend allowed per budget period, from the price table")
     budget_period: BudgetPeriod = "month"

@@ -13,6 +13,9 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.admin_api import (
     OPERATOR_HEADER,
@@ -52,17 +55,19 @@ def _error(status: int, message: str, code: str, param: str | None = None, **ext
                         headers={"www-authenticate": "Bearer"} if status == 401 else None)
 
 
-def _parse_since(value: str | None) -> float | None:
-    if value is None or value == "":
+LATEST_SINCE = 1e11  # year 5138: later than any entry, and still a valid Redis stream id in milliseconds
+
+
+def _since_seconds(value: float | datetime | None) -> float | None:
+    """Unix seconds within what every store can compare with (dates off either end mean 'all' or 'none')."""
+    if value is None:
         return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise AdminError(422, "'since' must be a Unix time or an ISO-8601 time", "validation_error", "since") from None
+    if isinstance(value, datetime):
+        try:
+            value = value.timestamp()
+        except (OverflowError, ValueError):  # year 1 ahead of UTC, say
+            value = 0.0 if value.year < 1970 else LATEST_SINCE
+    return None if value <= 0 else min(value, LATEST_SINCE)
 
 
 def build_admin_app(control: ControlPlane, tokens: TokenSet) -> AdminGate:
@@ -78,6 +83,11 @@ def _admin_api(control: ControlPlane, tokens: TokenSet) -> FastAPI:
         openapi_url="/admin/openapi.json",
         docs_url="/admin/docs",
         redoc_url=None,
+        # What the gate in front of the API, and body parsing, may answer on any operation.
+        responses={400: {"model": ErrorResponse, "description": "the body is not JSON"},
+                   401: {"model": ErrorResponse, "description": "no or an unknown bearer token"},
+                   408: {"model": ErrorResponse, "description": "the body did not arrive in time"},
+                   413: {"model": ErrorResponse, "description": "the body is over 64 KiB"}},
     )
     responses = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}}
     write_responses = {**responses, 404: {"model": ErrorResponse}, 409: {"model": ConflictResponse},
@@ -109,6 +119,17 @@ def _admin_api(control: ControlPlane, tokens: TokenSet) -> FastAPI:
             raise AdminError(422, f"{OPERATOR_HEADER} must be printable (no control or bidi characters) and at most "
                              f"{MAX_OPERATOR_LEN} characters", "validation_error", OPERATOR_HEADER)
         return value or None
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """FastAPI's own refusals (a body that is not JSON, an unknown path or method) in OpenAI's shape."""
+        response = _error(exc.status_code, str(exc.detail), "bad_request" if exc.status_code == 400 else "http_error")
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names only the first matching route's methods
+            methods = {m for route in app.routes if isinstance(route, APIRoute) and route.path_regex.match(
+                request.url.path) for m in route.methods}
+            response.headers["allow"] = ", ".join(sorted(methods))
+        return response
 
     @app.exception_handler(AdminError)
     async def _admin_error(request: Request, exc: AdminError) -> JSONResponse:
@@ -169,10 +190,11 @@ def _admin_api(control: ControlPlane, tokens: TokenSet) -> FastAPI:
 
     @app.get("/admin/audit", response_model=AuditPage, responses=responses)
     async def audit(_: Annotated[Principal, Depends(reader)],
-                    since: Annotated[str | None, Query(description="Unix time or ISO-8601")] = None,
+                    since: Annotated[Annotated[float, Field(allow_inf_nan=False)] | datetime | None,
+                                     Query(description="Unix time or ISO-8601")] = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> AuditPage | JSONResponse:
         try:
-            entries = await control.store.audit(_parse_since(since), limit)
+            entries = await control.store.audit(_since_seconds(since), limit)
         except StoreUnavailable as exc:
             return _error(503, f"state store unavailable: {exc}", "store_unavailable")
         return AuditPage(entries=[AuditRecord.model_validate(entry, from_attributes=True) for entry in entries])

@@ -191,10 +191,7 @@ class ControlPlane:
         """A new key: returns the key itself (shown once, never stored), its record and the new version."""
         unknown = [route for route in spec.routes if route not in self.gw.config.routes]
         if unknown:
-            raise InvalidChange(f"unknown route(s) {', '.join(unknown)}; routes are: "
-                                f"{', '.join(self.gw.config.routes)}", "routes")
-        if spec.expires_at is not None and spec.expires_at <= time.time():
-            raise InvalidChange("expires_at is in the past", "expires_at")
+            raise UnknownName(f"unknown route(s) {', '.join(unknown)}; routes are: {', '.join(self.gw.config.routes)}")
         secret = generate_key()
         key = ClientKey(
             id=new_key_id(), hash=hash_key(secret), prefix=secret[:SHOWN_PREFIX_LEN], name=spec.name.strip(),

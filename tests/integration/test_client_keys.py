@@ -196,13 +196,13 @@ def test_spend_survives_a_restart_on_sqlite(standin, tmp_path: Path) -> None:
 
 def test_bad_key_specs_are_refused_naming_the_field_and_change_nothing(keyed: RunningGateway) -> None:
     cases = [
-        ({"name": "x", "owner": "o", "reason": "r", "routes": ["nope"]}, "routes"),
         ({"name": "x", "owner": "o", "reason": "r", "tier": "platinum"}, "tier"),
         ({"name": "x", "owner": "o", "reason": "r", "rpm_limit": 0}, "rpm_limit"),
         ({"name": "x\x1b[2J", "owner": "o", "reason": "r"}, "name"),
         ({"name": "x", "owner": "o\u202e", "reason": "r"}, "owner"),
         ({"name": "x", "owner": "o", "reason": "   "}, "reason"),
-        ({"name": "x", "owner": "o", "reason": "r", "expires_at": 1.0}, "expires_at"),
+        ({"name": "x", "owner": "o", "reason": "r", "expires_at": "tomorrow"}, "expires_at"),
+        ({"name": "x", "owner": "o", "reason": "r", "rpm_limit": True}, "rpm_limit"),
     ]
     for body, field in cases:
         response = httpx.post(keyed.url + "/admin/keys", headers=auth(), json=body)
@@ -213,6 +213,9 @@ def test_bad_key_specs_are_refused_naming_the_field_and_change_nothing(keyed: Ru
     assert viewer.status_code == 403
     missing = httpx.post(keyed.url + "/admin/keys/key_000000000000/disable", headers=auth(), json={"reason": "r"})
     assert missing.status_code == 404
+    unknown_route = httpx.post(keyed.url + "/admin/keys", headers=auth(),
+                               json={"name": "x", "owner": "o", "reason": "r", "routes": ["nope"]})
+    assert unknown_route.status_code == 404 and "unknown route(s) nope" in unknown_route.json()["error"]["message"]
     assert httpx.get(keyed.url + "/admin/keys", headers=auth(VIEWER_TOKEN)).json() == {"version": 0, "keys": []}
     assert httpx.get(keyed.url + "/admin/audit", headers=auth(VIEWER_TOKEN)).json()["entries"] == []
 
