@@ -38,6 +38,9 @@ SHOTS = (
     Shot("console-readonly", "Switchboard: read-only", keys=("2",), app={"readonly": True}),
     Shot("console-help", "Switchboard: keys", keys=("question_mark",)),
     Shot("console-80x24", "Switchboard at 80x24", size=(80, 24), keys=("2", "plus")),
+    Shot("console-providers-80x24", "Switchboard at 80x24: TTFT and total latency apart", size=(80, 24)),
+    Shot("console-keys-80x24", "Switchboard at 80x24: client keys", size=(80, 24), keys=("5",)),
+    Shot("console-injection", "Switchboard: escape sequences from a server, drawn harmless", app={"feed": "hostile"}),
 )
 
 
