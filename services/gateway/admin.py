@@ -72,7 +72,7 @@ def _since_seconds(value: float | datetime | None) -> float | None:
 
 def build_admin_app(control: ControlPlane, tokens: TokenSet) -> AdminGate:
     """The admin API behind its gate (token and body size checked before FastAPI parses anything)."""
-    return AdminGate(_admin_api(control, tokens), tokens)
+    return AdminGate(_admin_api(control, tokens), tokens, body_timeout_s=control.gw.config.limits.body_read_timeout_s)
 
 
 def _admin_api(control: ControlPlane, tokens: TokenSet) -> FastAPI:

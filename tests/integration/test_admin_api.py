@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 import openai
 import pytest
@@ -134,3 +136,31 @@ def test_openapi_document_describes_the_shared_models(gw) -> None:
     schemas = doc["components"]["schemas"]
     assert {"WeightsChange", "DrainChange", "GatewayState", "AuditPage", "ConflictResponse"} <= set(schemas)
     assert "/admin/pools/{pool}/weights" in doc["paths"]
+
+
+def test_the_token_is_checked_and_the_body_capped_before_anything_is_parsed(standin, gateway) -> None:
+    gw = gateway({
+        **fast_settings(limits={"body_read_timeout_s": 0.5}),
+        "targets": {"a": openai_target(standin().url)},
+        "pools": {"split": {"targets": {"a": 100}}},
+        "routes": {"r": {"pool": "split"}},
+    })
+    url = f"{gw.url}/admin/pools/split/weights"
+    huge = b'{"weights": {"a": 1}, "base_version": 0, "reason": "' + b"x" * (1 << 20) + b'"}'
+    anonymous = httpx.put(url, content=huge, headers={"content-type": "application/json"})
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "invalid_token"
+    too_big = httpx.put(url, content=huge, headers={**auth(), "content-type": "application/json"})
+    assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "body_too_large"
+
+    def chunks():
+        yield b'{"weights": {"a": 1}, '
+        yield b'"base_version": 0, "reason": "' + b"x" * (70 * 1024) + b'"}'
+
+    streamed = httpx.put(url, content=chunks(), headers={**auth(), "content-type": "application/json"})
+    assert streamed.status_code == 413  # no content-length: counted while reading
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(b"PUT /admin/pools/split/weights HTTP/1.1\r\nhost: x\r\nauthorization: Bearer "
+                     + OPERATOR_TOKEN.encode() + b"\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert audit(gw) == [] and httpx.get(gw.url + "/admin/state", headers=auth(VIEWER_TOKEN)).json()["version"] == 0
