@@ -79,6 +79,7 @@ class PaneSpec:
     source: str
     show: Callable[[SwitchboardApp, Any, Observed[Any] | None, float], None]
     wide: bool = False  # spans both grid columns; narrow panes sit side by side
+    rows: int = 1  # the share of the screen's height its grid row gets (fr), against the other rows
 
     @property
     def title(self) -> str:
@@ -93,32 +94,42 @@ SOURCES: tuple[Source, ...] = (
 )
 PANES: tuple[PaneSpec, ...] = (  # in digit-key order: 1 jumps to the first
     PaneSpec("providers", ProvidersPane, "gateway", lambda app, pane, o, now: pane.show(o, app.history.trends(), now),
-             wide=True),
-    PaneSpec("routing", RoutingPane, "gateway", lambda app, pane, o, now: pane.show(o, app.staged, now)),
+             wide=True, rows=4),
+    PaneSpec("routing", RoutingPane, "gateway", lambda app, pane, o, now: pane.show(o, app.staged, now), rows=4),
     PaneSpec("engine", EnginePane, "engine", lambda app, pane, o, now: pane.show(o, now)),
-    PaneSpec("audit", AuditPane, "audit", lambda app, pane, o, now: pane.show(o, now), wide=True),
-    PaneSpec("client-keys", KeysPane, "keys", lambda app, pane, o, now: pane.show(o, now, time.time()), wide=True),
+    PaneSpec("audit", AuditPane, "audit", lambda app, pane, o, now: pane.show(o, now), wide=True, rows=3),
+    PaneSpec("client-keys", KeysPane, "keys", lambda app, pane, o, now: pane.show(o, now, time.time()), wide=True,
+             rows=3),
 )
 PANE_IDS = tuple(spec.id for spec in PANES)
 NARROW_COLUMN = 48
 
 
-def grid_rows(panes: Sequence[PaneSpec]) -> int:
-    """Wide panes take a row each; narrow ones pair up."""
-    rows, narrow = 0, 0
+def grid_rows(panes: Sequence[PaneSpec]) -> list[int]:
+    """The grid's rows, each as its height share: wide panes take a row each; narrow ones pair up."""
+    rows: list[int] = []
+    pending: list[PaneSpec] = []  # narrow panes waiting for a partner
+
+    def flush() -> None:
+        for pair in range(0, len(pending), 2):
+            rows.append(max(spec.rows for spec in pending[pair:pair + 2]))
+        pending.clear()
+
     for spec in panes:
         if spec.wide:
-            rows, narrow = rows + (narrow + 1) // 2 + 1, 0
+            flush()
+            rows.append(spec.rows)
         else:
-            narrow += 1
-    return rows + (narrow + 1) // 2
+            pending.append(spec)
+    flush()
+    return rows
 
 
 def layout_css(panes: Sequence[PaneSpec]) -> str:
     rows = grid_rows(panes)
     wide = ", ".join(f"#{spec.id}" for spec in panes if spec.wide) or "#none"
-    return (f"#panes {{ layout: grid; grid-size: 2 {rows}; grid-columns: 1fr {NARROW_COLUMN}; "
-            f"grid-rows: {' '.join(['1fr'] * rows)}; }}\n{wide} {{ column-span: 2; }}\n")
+    return (f"#panes {{ layout: grid; grid-size: 2 {len(rows)}; grid-columns: 1fr {NARROW_COLUMN}; "
+            f"grid-rows: {' '.join(f'{share}fr' for share in rows)}; }}\n{wide} {{ column-span: 2; }}\n")
 
 
 # ---- bindings from the registry ---------------------------------------------------------------------
@@ -353,11 +364,11 @@ class SwitchboardApp(App[int]):
     def _render_header(self) -> None:
         c = self.context
         header = Text.assemble((" Switchboard ", "bold"), context_badge(c.name, c.color, c.prod))
-        header.append(f" {c.admin_url}")
+        header.append(clean(f" {c.admin_url}"))  # local config, but copied from anywhere: drawn safe all the same
         if c.kube_context:
-            header.append(f"  kube {c.kube_context}" + (f"/{c.namespace}" if c.namespace else ""))
+            header.append(clean(f"  kube {c.kube_context}" + (f"/{c.namespace}" if c.namespace else "")))
         if self.operator:
-            header.append(f"  as {self.operator}")
+            header.append(clean(f"  as {self.operator}"))
         if self.readonly:
             header.append("  ")
             header.append(" READ-ONLY ", style="bold black on yellow")
@@ -398,7 +409,10 @@ class SwitchboardApp(App[int]):
             self._activate(node.id, focus=False)
 
     def on_keyed_table_row_highlighted(self) -> None:
-        self._update_bindings()
+        try:
+            self._update_bindings()
+        except NoMatches:  # a highlight queued before shutdown, arriving after the panes are gone
+            pass
 
     def _update_bindings(self) -> None:
         """Refresh key bar and key states only when what the preconditions look at changed (cheap polls)."""
