@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import stat
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +62,10 @@ def until(tmux: Tmux, condition: Callable[[str], object], what: str, within_s: f
         if condition(screen):
             return True
         if tmux.dead():
-            raise AssertionError(f"window {tmux.session} exited before showing {what}; the screen was:\n{screen}")
+            last = tmux.screen()  # what it printed just before exiting counts too
+            if condition(last):
+                return True
+            raise AssertionError(f"window {tmux.session} exited before showing {what}; the screen was:\n{last}")
         return False
 
     return tmux.wait_for(check, what, within_s)
@@ -186,7 +191,8 @@ def test_second_terminal_reaches_the_running_stack(windows: tuple[Tmux, Tmux], s
     assert rc == 0 and re.search(r"^\s+a\s+70\s+DRAINED$", out, re.MULTILINE), out
 
     first.keys("q")
-    screen = until(first, lambda s: first.dead(), "the stack stopping after its console quits", LOAD_S)
+    first.wait_for(lambda s: first.dead(), "the stack stopping after its console quits", LOAD_S)
+    screen = first.screen()
     assert f"operator token: {tokens['operator-token']} (mode 0600, generated)" in screen
     assert f"client key: {client_key} (mode 0600" in screen
     assert "cat " in screen and key not in screen, "the example reads the key from its file"
@@ -253,3 +259,22 @@ def test_a_restarted_stack_reuses_its_tokens_and_client_key(stack_files: StackFi
     newest_id = (state / "client-key.id").read_text().strip()
     assert f"created {newest_id}: the gateway does not know {new_id}" in out
     assert key not in out and seen == sorted(seen) and len(seen) == 4
+
+
+def test_the_gateway_stops_when_switchboard_up_is_killed(windows: tuple[Tmux, Tmux], stack_files: StackFiles) -> None:
+    """A dropped SSH session or a kill -9 leaves no gateway behind holding the port and the state."""
+    first, _ = windows
+    first.start([*stack_files.environment(), "switchboard", "up", "--no-backend", "--gateway-config",
+                 str(stack_files.gateway_config)])
+    until(first, lambda s: "Routing LIVE" in s and stack_files.url in s, "the console LIVE", LOAD_S)
+    assert httpx.get(stack_files.url + "/health").status_code == 200
+    os.kill(first.pane_pid(), signal.SIGKILL)  # the pane runs `switchboard up` itself (exec env ...)
+
+    deadline = time.monotonic() + LOAD_S
+    while True:
+        try:
+            httpx.get(stack_files.url + "/health", timeout=1)
+        except httpx.TransportError:
+            break
+        assert time.monotonic() < deadline, "the gateway outlived `switchboard up`"
+        time.sleep(0.1)
