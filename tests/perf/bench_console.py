@@ -10,7 +10,7 @@ Measured:
   audit, engine) has answered and every pane has rendered it (``App.first_full_frame_s``), headless
   via ``run_test``; Python and Textual are already imported.
 * ``subprocess_first_frame_s``: from starting a fresh ``python`` under tmux (120x40) to the moment
-  ``tmux capture-pane`` shows all four panes LIVE with their data: interpreter start, imports, first
+  ``tmux capture-pane`` shows all five panes LIVE with their data: interpreter start, imports, first
   polls and real terminal output included.
 * ``cpu_share``: the console process's user+system CPU (``/proc/<pid>/stat``) over ``--cpu-seconds``
   (60 by default) at a 1 s refresh, divided by wall time: a share of one core.
@@ -108,7 +108,7 @@ async def first_frame_in_process(context: Context) -> float:
 
 
 def all_live(screen: str) -> bool:
-    return all(f"{pane} LIVE" in screen for pane in ("Providers", "Routing", "Engine", "Audit")) and \
+    return all(f"{pane} LIVE" in screen for pane in ("Providers", "Routing", "Engine", "Audit", "Keys")) and \
         "t00" in screen and "smollm2" in screen
 
 
