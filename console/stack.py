@@ -183,8 +183,10 @@ def _client_key_lines(address: GatewayAddress, operator_token: str, directory: P
     """Create or reuse the local client key; the lines that say where it is and how to use it (never the key)."""
     try:
         key: LocalKey = ensure_local_key(address.admin_url, operator_token, default_operator(), directory)
-    except (AdminError, SourceDown, SecretFileError) as exc:
-        return [f"no local client key: {exc} (create one with POST /admin/keys)"]
+    except AdminError as exc:
+        return [f"no local client key: the admin API refused ({exc.status}): {exc.message}"]
+    except (SourceDown, SecretFileError, OSError) as exc:
+        return [f"no local client key: {exc}"]
     how = (f"created {key.key_id}" + (f": {key.why_new}" if key.why_new else "")) if key.created \
         else f"reused {key.key_id}"
     quoted = shlex.quote(str(key.path))

@@ -105,7 +105,10 @@ def ensure_secret(path: Path) -> tuple[str, bool]:
     try:
         write_secret(path, value, replace=False)
     except FileExistsError:  # another process wrote one first: use theirs
-        return read_secret(path) or value, False
+        theirs = read_secret(path)
+        if theirs is None:
+            raise SecretFileError(f"{path} was removed while it was being created; try again") from None
+        return theirs, False
     except OSError as exc:
         raise SecretFileError(f"cannot write {path}: {exc.strerror}") from None
     return value, True
