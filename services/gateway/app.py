@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
 
 from services.gateway.auth import TokenSet
 from services.gateway.control import ControlPlane
-from services.gateway.errors import RequestError, error_body
+from services.gateway.errors import ClientGone, ClientStalled, RequestError, error_body
+from services.gateway.intake import overloaded, parse_request, read_body
 from services.gateway.metrics import status_class
 from services.gateway.providers.base import Endpoint
-from services.gateway.proxy import parse_request, routing_context, serve_complete, serve_stream
+from services.gateway.proxy import routing_context, serve_complete, serve_stream
 from services.gateway.routing import NoTargetError
 from services.gateway.runtime import Gateway
 
@@ -27,7 +30,6 @@ log = logging.getLogger("switchboard.gateway")
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-MAX_BODY_BYTES = 32 * 1024 * 1024
 COMPLETION_PATHS: dict[str, Endpoint] = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
 JSON = b"application/json"
 
@@ -38,22 +40,6 @@ async def _respond(send: Send, status: int, body: bytes, content_type: bytes = J
                 "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
                             *(headers or ())]})
     await send({"type": "http.response.body", "body": body})
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise asyncio.CancelledError
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise RequestError(413, f"request body larger than {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
 
 
 ADMIN_PREFIX = "/admin"
@@ -121,13 +107,17 @@ class GatewayApp:
         gw = self.gw
         route = "unknown"
         status = 500
+        if gw.in_flight >= gw.config.limits.max_concurrent_requests:
+            refusal = overloaded(gw.config.limits, gw.metrics)
+            await _respond(send, refusal.status, refusal.body(), headers=refusal.headers())
+            return
         gw.in_flight += 1
         guard = _DisconnectGuard(send, receive)
         send = guard.send
         try:
             headers, authorization = _request_headers(scope)
             client = gw.access.authenticate(authorization)
-            raw = await _read_body(receive)
+            raw = await read_body(receive, gw.config.limits, gw.metrics)
             payload = parse_request(endpoint, raw, gw.config.routes)
             route = payload["model"]
             gw.access.admit(client, route, headers)
@@ -145,6 +135,11 @@ class GatewayApp:
         except NoTargetError as exc:
             status = 503
             await _respond(send, status, error_body(503, str(exc), code="no_available_target"))
+        except ClientStalled:
+            await guard.abort()
+            status = 408
+        except ClientGone:
+            status = 499
         except asyncio.CancelledError:
             if not guard.client_gone or guard.task.uncancel() > 0:
                 raise
@@ -221,6 +216,19 @@ class _DisconnectGuard:
         if message["type"] == "http.response.body" and not message.get("more_body"):
             self.finished = True
         await self._send(message)
+
+    async def abort(self) -> None:
+        """Reset the connection of a client that stopped reading: a polite close would leave the kernel
+        holding the unsent bytes for a reader that takes none. uvicorn's send is a method of its request
+        cycle, which holds the transport; one loop turn lets uvicorn see the connection go."""
+        transport = getattr(getattr(self._send, "__self__", None), "transport", None)
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+        await asyncio.sleep(0)
 
     def arm(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(self.WATCH_AFTER_S, self._start_watching)

@@ -60,7 +60,7 @@ def estimate_tokens(payload: dict[str, Any]) -> int:
 class RoutingContext:
     """Fields the rules match on. ``estimated_tokens`` is computed on first use and kept."""
 
-    __slots__ = ("_estimated_tokens", "_payload", "latency_budget_ms", "quality", "task", "tier")
+    __slots__ = ("_estimated_tokens", "_payload", "latency_budget_ms", "quality", "stream", "task", "tier")
 
     def __init__(self, headers: dict[str, str], payload: dict[str, Any]) -> None:
         self.tier = headers.get(CONTEXT_HEADERS["tier"], "").lower() or None
@@ -77,6 +77,8 @@ class RoutingContext:
                 raise ContextError(f"{CONTEXT_HEADERS['latency_budget_ms']} must be an integer") from None
             if self.latency_budget_ms <= 0:
                 raise ContextError(f"{CONTEXT_HEADERS['latency_budget_ms']} must be positive")
+        # A stream is judged by its time to first token, anything else by its total latency.
+        self.stream = payload.get("stream") is True
         self._payload = payload
         self._estimated_tokens: int | None = None
 

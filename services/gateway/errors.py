@@ -12,6 +12,7 @@ _TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "timeout_error",
     409: "conflict_error",
     413: "invalid_request_error",
     422: "invalid_request_error",
@@ -41,6 +42,15 @@ def error_object(status: int, message: str, *, code: str | None = None, param: s
 
 def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None) -> bytes:
     return json.dumps(error_object(status, message, code=code, param=param)).encode()
+
+
+class ClientGone(Exception):
+    """The client disconnected; the work done for it was cancelled."""
+
+
+class ClientStalled(ClientGone):
+    """The client stopped reading a stream past its deadline: the upstream is cancelled and the
+    connection dropped, so a reader that never reads cannot hold an upstream connection."""
 
 
 class RequestError(Exception):

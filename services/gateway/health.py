@@ -1,4 +1,9 @@
-"""Per-target health: EMA latency, a rolling error window, cooldowns and a circuit breaker.
+"""Per-target health: latency EMAs, a rolling error window, cooldowns and a circuit breaker.
+
+Latency has two meanings, kept apart: *TTFT*, the time from sending a stream request to its first
+chunk, and *total*, the time to a whole answer (a non-stream response, or a stream's last chunk).
+Each has its own EMA and window percentiles; the router's latency requirement reads TTFT for
+stream requests and total latency otherwise.
 
 Everything here runs on the event loop thread, so no locks. Time comes from ``time.monotonic``
 (wall-clock times are derived only when a snapshot is reported).
@@ -77,30 +82,53 @@ class _SecondBuckets:
         self._buckets.clear()
 
 
+class _LatencySeries:
+    """One meaning of latency: an EMA over every sample, and samples kept for window percentiles."""
+
+    SAMPLES = 4096
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+        self.ema_ms: float | None = None
+        self._samples: deque[tuple[float, float]] = deque(maxlen=self.SAMPLES)
+
+    def add(self, now: float, ms: float) -> None:
+        self.ema_ms = ms if self.ema_ms is None else self.alpha * ms + (1 - self.alpha) * self.ema_ms
+        self._samples.append((now, ms))
+
+    def percentiles(self, since: float) -> tuple[float | None, float | None]:
+        """(p50, p99) of the samples taken at or after ``since``."""
+        values = sorted(ms for at, ms in self._samples if at >= since)
+        return _percentile(values, 0.50), _percentile(values, 0.99)
+
+
 @dataclass(frozen=True)
 class HealthSnapshot:
     breaker: BreakerState
     cooldown_until: float | None  # monotonic seconds
     cooldown_reason: str | None
-    ema_latency_ms: float | None
     error_rate: float
     window_requests: int
     requests_per_s: float
-    p50_ms: float | None
-    p99_ms: float | None
+    ttft_ema_ms: float | None
+    ttft_p50_ms: float | None
+    ttft_p99_ms: float | None
+    total_ema_ms: float | None
+    total_p50_ms: float | None
+    total_p99_ms: float | None
 
 
 class TargetHealth:
     """Health of one target, updated after each upstream attempt."""
 
-    LATENCY_SAMPLES = 4096
     RECENT_S = 60
     RATE_WINDOW_S = 10
 
     def __init__(self, settings: Health, clock=time.monotonic) -> None:
         self.settings = settings
         self.clock = clock
-        self.ema_latency_ms: float | None = None
+        self.ttft = _LatencySeries(settings.ema_alpha)
+        self.total = _LatencySeries(settings.ema_alpha)
         self.breaker = BreakerState.CLOSED
         self.opened_at = 0.0
         self.probe_in_flight = False
@@ -108,7 +136,6 @@ class TargetHealth:
         self.cooldown_reason: str | None = None
         self._window = _SecondBuckets(settings.error_window_s)
         self._recent = _SecondBuckets(self.RATE_WINDOW_S)
-        self._latencies: deque[tuple[float, float]] = deque(maxlen=self.LATENCY_SAMPLES)
 
     # ---- decisions -------------------------------------------------------------------------
 
@@ -125,6 +152,15 @@ class TargetHealth:
         if self.breaker is BreakerState.HALF_OPEN:
             return not self.probe_in_flight
         return True
+
+    @property
+    def ema_latency_ms(self) -> float | None:
+        """Total latency's EMA (the name from before TTFT and total were split)."""
+        return self.total.ema_ms
+
+    def latency_ema_ms(self, stream: bool) -> float | None:
+        """The EMA the latency rule compares for a request: TTFT for streams, total latency otherwise."""
+        return self.ttft.ema_ms if stream else self.total.ema_ms
 
     def error_rate(self, now: float | None = None) -> float:
         total, errors = self._window.totals(self.clock() if now is None else now)
@@ -146,14 +182,14 @@ class TargetHealth:
         if self.breaker is BreakerState.HALF_OPEN:
             self.probe_in_flight = True
 
-    def on_success(self, latency_s: float) -> None:
+    def on_first_token(self, ttft_s: float) -> None:
+        """A stream's first chunk arrived ``ttft_s`` after the request was sent (however it ends)."""
+        self.ttft.add(self.clock(), ttft_s * 1000.0)
+
+    def on_success(self, total_s: float) -> None:
+        """A whole answer arrived ``total_s`` after the request was sent (non-stream body or last chunk)."""
         now = self.clock()
-        latency_ms = latency_s * 1000.0
-        alpha = self.settings.ema_alpha
-        self.ema_latency_ms = (
-            latency_ms if self.ema_latency_ms is None else alpha * latency_ms + (1 - alpha) * self.ema_latency_ms
-        )
-        self._latencies.append((now, latency_ms))
+        self.total.add(now, total_s * 1000.0)
         self._window.add(now, False)
         self._recent.add(now, False)
         if self.breaker is not BreakerState.CLOSED:
@@ -162,6 +198,11 @@ class TargetHealth:
             self._window.clear()
 
     def on_failure(self, error: ErrorClass) -> None:
+        """A failed attempt. A CLIENT error is the caller's fault: it is not a verdict on the target,
+        so it touches neither the error window, the request rate nor the breaker (a probe is released)."""
+        if error is ErrorClass.CLIENT:
+            self.on_abandoned()
+            return
         now = self.clock()
         self._recent.add(now, True)
         if error not in UNHEALTHY:
@@ -198,7 +239,8 @@ class TargetHealth:
         total, errors = self._window.totals(now)
         recent_total, _ = self._recent.totals(now, self.RATE_WINDOW_S)
         cutoff = now - self.RECENT_S
-        latencies = sorted(ms for at, ms in self._latencies if at >= cutoff)
+        ttft_p50, ttft_p99 = self.ttft.percentiles(cutoff)
+        total_p50, total_p99 = self.total.percentiles(cutoff)
         breaker = self.breaker
         if breaker is BreakerState.OPEN and now - self.opened_at >= self.settings.breaker.cooldown_s:
             breaker = BreakerState.HALF_OPEN
@@ -206,12 +248,15 @@ class TargetHealth:
             breaker=breaker,
             cooldown_until=self.cooldown_until if now < self.cooldown_until else None,
             cooldown_reason=self.cooldown_reason if now < self.cooldown_until else None,
-            ema_latency_ms=self.ema_latency_ms,
             error_rate=errors / total if total else 0.0,
             window_requests=total,
             requests_per_s=recent_total / self.RATE_WINDOW_S,
-            p50_ms=_percentile(latencies, 0.50),
-            p99_ms=_percentile(latencies, 0.99),
+            ttft_ema_ms=self.ttft.ema_ms,
+            ttft_p50_ms=ttft_p50,
+            ttft_p99_ms=ttft_p99,
+            total_ema_ms=self.total.ema_ms,
+            total_p50_ms=total_p50,
+            total_p99_ms=total_p99,
         )
 
 

@@ -39,12 +39,16 @@ class GatewayMetrics:
             "switchboard_upstream_errors", "Failed upstream attempts by error class",
             ["target", "provider", "error_class"], registry=r,
         )
+        # Two meanings of latency, never mixed: total (every successful answer, stream or not) and TTFT
+        # (streams only; a non-stream answer has no first token the gateway could time apart from its end).
         self.upstream_latency = Histogram(
-            "switchboard_upstream_latency_seconds", "Upstream time of successful attempts (whole response)",
+            "switchboard_upstream_latency_seconds",
+            "Upstream total latency of successful answers: a whole non-stream response, or a stream to its last chunk",
             ["target", "provider"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.ttft = Histogram(
-            "switchboard_time_to_first_token_seconds", "Upstream time to the first streamed chunk",
+            "switchboard_time_to_first_token_seconds",
+            "Upstream time to the first chunk of a stream (every stream that got one, however it ended)",
             ["target", "provider"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.overhead = Histogram(
@@ -68,6 +72,16 @@ class GatewayMetrics:
             ["target"], registry=r,
         )
         self.in_flight = Gauge("switchboard_in_flight_requests", "Requests being served", ["route"], registry=r)
+        self.refused = Counter(
+            "switchboard_refused_requests",
+            "Requests refused before routing: body too large, body too slow, over the concurrency cap",
+            ["reason"], registry=r,
+        )
+        self.client_write_timeouts = Counter(
+            "switchboard_client_write_timeouts",
+            "Streams cut because the client stopped reading; their upstream request was cancelled",
+            ["route"], registry=r,
+        )
         self.key_refusals = Counter(
             "switchboard_client_key_refusals", "Data-plane requests refused by client-key checks, by reason",
             ["reason"], registry=r,

@@ -2,15 +2,24 @@
 
 Error actions: 429 cools the target down for its Retry-After (clamped) and moves on at once;
 5xx, timeouts, connect errors and malformed answers retry the same target with jittered
-exponential backoff inside a small budget, then move on; 401/403/404 cool down without retry;
-any other 4xx goes back to the client. Streams fall back only before their first byte reaches
-the client; afterwards a failure becomes an in-band error event and no ``[DONE]``.
+exponential backoff inside a small budget, then move on (a 503 or Anthropic 529 that carries a
+Retry-After also cools the target down for it, so the next try goes elsewhere); 401/403/404 cool
+down without retry; any other 4xx goes back to the client and says nothing about the target's
+health. Streams fall back only before their first byte reaches the client; afterwards a failure
+becomes an in-band error event and no ``[DONE]``.
+
+Deadlines: each attempt has its target's ``ttft_s`` (to the first chunk, or to the response headers
+of a non-stream answer) and ``total_s``; the whole request, retries and fallbacks and the stream
+included, has ``limits.request_timeout_s`` (by default the largest ``total_s`` it may try). Writes
+to a streaming client are under the same stall and total deadlines, so a client that stops reading
+cannot hold an upstream connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,7 +27,7 @@ from time import perf_counter
 from typing import Any
 
 from services.gateway.context import ContextError, RoutingContext
-from services.gateway.errors import FINAL_STATUS, RequestError, error_body
+from services.gateway.errors import FINAL_STATUS, ClientStalled, RequestError, error_body
 from services.gateway.health import ErrorClass
 from services.gateway.keys import ClientKey
 from services.gateway.metrics import status_class
@@ -43,8 +52,8 @@ class Outcome:
     client: ClientKey | None = None  # the calling client key, charged for tokens and spend
 
 
-class ClientGone(Exception):
-    """The client disconnected; the upstream work was cancelled."""
+class RequestDeadline(Exception):
+    """The request's own deadline ran out during an attempt: no verdict on the target."""
 
 
 def _record_usage(gw: Gateway, outcome: Outcome, target: str, usage: Usage | None) -> None:
@@ -61,6 +70,9 @@ def _record_usage(gw: Gateway, outcome: Outcome, target: str, usage: Usage | Non
         gw.meter.record(outcome.client, usage.prompt_tokens + usage.completion_tokens, cost)
 
 
+OVERLOADED_STATUSES = (503, 529)  # 529: Anthropic's overloaded_error
+
+
 def _record_failure(gw: Gateway, pool: str, target: str, err: UpstreamError) -> None:
     health = gw.health[target]
     health.on_failure(err.error_class)
@@ -68,6 +80,9 @@ def _record_failure(gw: Gateway, pool: str, target: str, err: UpstreamError) -> 
     if err.error_class is ErrorClass.RATE_LIMIT:
         wait = err.retry_after if err.retry_after is not None else cooldowns.rate_limit_default_s
         health.cool_down(min(cooldowns.rate_limit_max_s, max(cooldowns.rate_limit_min_s, wait)), "rate_limit")
+    elif err.status in OVERLOADED_STATUSES and err.retry_after is not None:
+        wait = min(cooldowns.rate_limit_max_s, max(cooldowns.rate_limit_min_s, err.retry_after))
+        health.cool_down(wait, "overloaded")
     elif err.error_class is ErrorClass.AUTH:
         health.cool_down(cooldowns.auth_s, "auth")
     provider = gw.config.targets[target].provider
@@ -76,10 +91,19 @@ def _record_failure(gw: Gateway, pool: str, target: str, err: UpstreamError) -> 
     gw.metrics.child("errors", target, provider, err.error_class.value).inc()
 
 
-def _record_success(gw: Gateway, pool: str, target: str, latency_s: float) -> None:
-    gw.health[target].on_success(latency_s)
+def _record_success(gw: Gateway, pool: str, target: str, total_s: float) -> None:
+    """A whole answer: total latency into health and the upstream_latency histogram."""
+    gw.health[target].on_success(total_s)
     provider = gw.config.targets[target].provider
     gw.metrics.child("attempts", pool, target, provider, "2xx").inc()
+    gw.metrics.child("upstream_latency", target, provider).observe(total_s)
+
+
+def failure_status(err: UpstreamError) -> int:
+    """The status that best describes a failed request to the client and in the requests metric."""
+    if err.error_class is ErrorClass.CLIENT:
+        return err.status or 400
+    return FINAL_STATUS[err.error_class]
 
 
 def _retryable(err: UpstreamError) -> bool:
@@ -94,6 +118,25 @@ class AttemptLoop:
         self.plan = plan
         self.outcome = outcome
         self.sleep_budget = gw.config.retry.budget_s
+        self.loop = asyncio.get_running_loop()
+        limit = gw.config.limits.request_timeout_s
+        if limit is None:
+            limit = max(gw.config.targets[target].timeouts.total_s for _, target in plan.attempts)
+        self.timeout_s = limit
+        self.deadline = self.loop.time() + limit
+
+    def deadline_for(self, seconds: float) -> float:
+        """An attempt's deadline: ``seconds`` from now, or the request's deadline if that comes first."""
+        return min(self.loop.time() + seconds, self.deadline)
+
+    def timed_out(self, deadline: float) -> None:
+        """Called when a deadline from :meth:`deadline_for` passed; raises RequestDeadline when it was
+        the request's own rather than the target's."""
+        if deadline >= self.deadline:
+            raise RequestDeadline
+
+    def deadline_error(self) -> UpstreamError:
+        return UpstreamError(ErrorClass.TIMEOUT, f"the request's deadline of {self.timeout_s:g} s passed")
 
     def _backoff(self, retry: int) -> float:
         retry_cfg = self.gw.config.retry
@@ -114,6 +157,9 @@ class AttemptLoop:
             outcome.tried.append(target)
             retries = 0
             while True:
+                if self.loop.time() >= self.deadline:
+                    outcome.last_error = self.deadline_error()
+                    raise outcome.last_error
                 outcome.attempts += 1
                 health.on_attempt_start()
                 started = perf_counter()
@@ -130,12 +176,17 @@ class AttemptLoop:
                     if not can_retry or not (health.available() or (self.plan.forced and last)):
                         break
                     delay = self._backoff(retries)
-                    if delay > self.sleep_budget:
+                    if delay > self.sleep_budget or self.loop.time() + delay >= self.deadline:
                         break
                     self.sleep_budget -= delay
                     retries += 1
                     await asyncio.sleep(delay)
                     outcome.upstream_s += delay  # waiting is not gateway overhead
+                except RequestDeadline:
+                    outcome.upstream_s += perf_counter() - started
+                    health.on_abandoned()
+                    outcome.last_error = self.deadline_error()
+                    raise outcome.last_error from None
                 except BaseException:
                     outcome.upstream_s += perf_counter() - started
                     health.on_abandoned()
@@ -158,15 +209,33 @@ def final_error(outcome: Outcome) -> tuple[int, bytes]:
     err = outcome.last_error
     if err is None:
         return 503, error_body(503, "no target is available", code="no_available_target")
+    status = failure_status(err)
     if err.error_class is ErrorClass.CLIENT:
-        status = err.status or 400
         if err.body and isinstance(err.body.get("error"), dict):
             return status, json.dumps(err.body).encode()
         return status, error_body(status, err.message)
-    status = FINAL_STATUS[err.error_class]
     tried = ", ".join(outcome.tried)
     return status, error_body(status, f"all targets failed (tried {tried}); last error: {err.message}",
                               code=err.error_class.value)
+
+
+def _retry_after(gw: Gateway, plan: Plan) -> list[tuple[bytes, bytes]]:
+    """``retry-after`` for a final 429: whole seconds until a target in the chain leaves its cooldown."""
+    wait = gw.router.seconds_until_available(plan)
+    return [(b"retry-after", str(max(1, math.ceil(wait))).encode())]
+
+
+async def _send_json(gw: Gateway, plan: Plan, outcome: Outcome, send: Send, started: float,
+                     status: int, body: bytes) -> int:
+    overhead = perf_counter() - started - outcome.upstream_s
+    gw.metrics.child("overhead", plan.route).observe(overhead)
+    extra = [(b"content-length", str(len(body)).encode())]
+    if status == 429:
+        extra += _retry_after(gw, plan)
+    await send({"type": "http.response.start", "status": status,
+                "headers": _headers(outcome, overhead * 1000, b"application/json", extra)})
+    await send({"type": "http.response.body", "body": body})
+    return status
 
 
 async def serve_complete(
@@ -174,51 +243,55 @@ async def serve_complete(
     client: ClientKey | None = None,
 ) -> int:
     outcome = Outcome(client=client)
+    attempts = AttemptLoop(gw, plan, outcome)
 
     async def attempt(pool: str, target: str) -> bytes:
         provider = gw.provider(target)
         timeouts = gw.config.targets[target].timeouts
         body = {**payload, "model": gw.config.targets[target].model}
         t0 = perf_counter()
+        deadline = attempts.deadline_for(timeouts.total_s)
         try:
-            async with asyncio.timeout(timeouts.total_s):
+            async with asyncio.timeout_at(deadline):
                 result = await provider.complete(endpoint, body, timeouts)
         except TimeoutError:
+            attempts.timed_out(deadline)
             raise UpstreamError(ErrorClass.TIMEOUT, f"no answer within {timeouts.total_s:g} s") from None
         elapsed = perf_counter() - t0
         outcome.upstream_s += elapsed
         outcome.target = target
         _record_success(gw, pool, target, elapsed)
-        provider_name = gw.config.targets[target].provider
-        gw.metrics.child("upstream_latency", target, provider_name).observe(elapsed)
         _record_usage(gw, outcome, target, result.usage)
         return result.body
 
     try:
-        body = await AttemptLoop(gw, plan, outcome).run(attempt)
+        body = await attempts.run(attempt)
         status = 200
     except UpstreamError:
         status, body = final_error(outcome)
-    overhead = perf_counter() - started - outcome.upstream_s
-    gw.metrics.child("overhead", plan.route).observe(overhead)
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": _headers(outcome, overhead * 1000, b"application/json",
-                            [(b"content-length", str(len(body)).encode())]),
-    })
-    await send({"type": "http.response.body", "body": body})
-    return status
+    return await _send_json(gw, plan, outcome, send, started, status, body)
 
 
-async def _next_chunk(stream: UpstreamStream, deadline: float, what: str) -> StreamChunk | None:
+async def _send_by(send: Send, message: dict[str, Any], deadline: float) -> None:
+    """Send to the client, giving up at ``deadline``. A client that stops reading makes the server's
+    send wait on flow control; without a deadline it would hold the upstream stream open for ever."""
     try:
         async with asyncio.timeout_at(deadline):
-            return await anext(stream.chunks)
-    except StopAsyncIteration:
-        return None
+            await send(message)
     except TimeoutError:
-        raise UpstreamError(ErrorClass.TIMEOUT, f"upstream {what}") from None
+        raise ClientStalled from None
+
+
+@dataclass
+class _OpenStream:
+    """A stream whose first chunk arrived: what relaying the rest needs."""
+
+    pool: str
+    target: str
+    stream: UpstreamStream
+    first: StreamChunk
+    t0: float  # perf_counter when the request was sent
+    total_deadline: float  # loop time: the target's total_s or the request's deadline, whichever is first
 
 
 async def serve_stream(
@@ -226,105 +299,103 @@ async def serve_stream(
     client: ClientKey | None = None,
 ) -> int:
     outcome = Outcome(client=client)
-    include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
     loop = asyncio.get_running_loop()
+    attempts = AttemptLoop(gw, plan, outcome)
 
-    async def attempt(pool: str, target: str) -> tuple[str, UpstreamStream, StreamChunk, float, float]:
+    async def attempt(pool: str, target: str) -> _OpenStream:
         provider = gw.provider(target)
         timeouts = gw.config.targets[target].timeouts
         body = {**payload, "model": gw.config.targets[target].model}
-        t0 = perf_counter()
-        first_deadline = loop.time() + min(timeouts.ttft_s, timeouts.total_s)
+        t0, sent_at = perf_counter(), loop.time()
+        first_deadline = attempts.deadline_for(min(timeouts.ttft_s, timeouts.total_s))
+        stream: UpstreamStream | None = None
         try:
             async with asyncio.timeout_at(first_deadline):
                 stream = await provider.open_stream(endpoint, body, timeouts)
+                first = await anext(stream.chunks, None)
         except TimeoutError:
+            if stream is not None:
+                await stream.aclose()
+            attempts.timed_out(first_deadline)
             raise UpstreamError(ErrorClass.TIMEOUT, f"no first token within {timeouts.ttft_s:g} s") from None
-        try:
-            first = await _next_chunk(stream, first_deadline, f"sent no first token within {timeouts.ttft_s:g} s")
-            if first is None:
-                raise UpstreamError(ErrorClass.MALFORMED, "upstream stream ended before any chunk")
         except BaseException:
-            await stream.aclose()
+            if stream is not None:
+                await stream.aclose()
             raise
+        if first is None:
+            await stream.aclose()
+            raise UpstreamError(ErrorClass.MALFORMED, "upstream stream ended before any chunk")
         ttft = perf_counter() - t0
         outcome.upstream_s += ttft
         outcome.target = target
+        gw.health[target].on_first_token(ttft)
         gw.metrics.child("ttft", target, gw.config.targets[target].provider).observe(ttft)
-        return pool, stream, first, t0, ttft
+        total_deadline = min(sent_at + timeouts.total_s, attempts.deadline)
+        return _OpenStream(pool, target, stream, first, t0, total_deadline)
 
     try:
-        pool, stream, chunk, t0, ttft = await AttemptLoop(gw, plan, outcome).run(attempt)
+        opened: _OpenStream = await attempts.run(attempt)
     except UpstreamError:
         status, body = final_error(outcome)
-        overhead = perf_counter() - started - outcome.upstream_s
-        gw.metrics.child("overhead", plan.route).observe(overhead)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": _headers(outcome, overhead * 1000, b"application/json")})
-        await send({"type": "http.response.body", "body": body})
-        return status
-
-    target = outcome.target or ""
-    timeouts = gw.config.targets[target].timeouts
+        return await _send_json(gw, plan, outcome, send, started, status, body)
     overhead = perf_counter() - started - outcome.upstream_s
     gw.metrics.child("overhead", plan.route).observe(overhead)
-    total_deadline = loop.time() - (perf_counter() - t0) + timeouts.total_s
+    head = _headers(outcome, overhead * 1000, b"text/event-stream", [(b"cache-control", b"no-cache")])
     try:
-        await send({
-            "type": "http.response.start",
-            "status": 200,
-            "headers": _headers(outcome, overhead * 1000, b"text/event-stream",
-                                [(b"cache-control", b"no-cache")]),
-        })
+        return await _relay(gw, attempts, opened, outcome, payload, send, head)
+    except ClientStalled:
+        gw.metrics.child("client_write_timeouts", plan.route).inc()
+        raise
+
+
+async def _relay(gw: Gateway, attempts: AttemptLoop, opened: _OpenStream, outcome: Outcome,
+                 payload: dict[str, Any], send: Send, head: list) -> int:
+    """Forward a stream chunk by chunk. Returns the status for the requests metric: 200, or for a
+    stream that failed after its first byte the status of its failure (the client saw 200 and an
+    in-band error event, and no ``[DONE]``)."""
+    include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+    loop = attempts.loop
+    pool, target, stream, chunk = opened.pool, opened.target, opened.stream, opened.first
+    timeouts = gw.config.targets[target].timeouts
+    total_deadline = opened.total_deadline
+    failure: UpstreamError | None = None
+    try:
+        await _send_by(send, {"type": "http.response.start", "status": 200, "headers": head},
+                       min(loop.time() + timeouts.stall_s, total_deadline))
         while chunk is not None:
             if include_usage or not chunk.usage_only:
-                await send({"type": "http.response.body", "body": b"data: " + chunk.data + b"\n\n", "more_body": True})
+                await _send_by(send, {"type": "http.response.body", "body": b"data: " + chunk.data + b"\n\n",
+                                      "more_body": True}, min(loop.time() + timeouts.stall_s, total_deadline))
             deadline = min(loop.time() + timeouts.stall_s, total_deadline)
-            chunk = await _next_chunk(stream, deadline, f"stalled for more than {timeouts.stall_s:g} s")
+            try:
+                async with asyncio.timeout_at(deadline):
+                    chunk = await anext(stream.chunks, None)
+            except TimeoutError:
+                attempts.timed_out(deadline)
+                what = (f"did not finish within {timeouts.total_s:g} s" if deadline == total_deadline
+                        else f"stalled for more than {timeouts.stall_s:g} s")
+                raise UpstreamError(ErrorClass.TIMEOUT, f"upstream {what}") from None
     except UpstreamError as err:
+        failure = err
         _record_failure(gw, pool, target, err)
-        _record_usage(gw, outcome, target, stream.usage)
-        event = {"error": {"message": f"upstream failed mid-stream: {err.message}", "type": "upstream_error",
-                           "param": None, "code": err.error_class.value}}
-        await send({"type": "http.response.body", "body": b"data: " + json.dumps(event).encode() + b"\n\n"})
-        return 200
+    except RequestDeadline:
+        failure = attempts.deadline_error()
+        gw.health[target].on_abandoned()  # the request's deadline says nothing certain about the target
     except BaseException:
         gw.health[target].on_abandoned()
         raise
     finally:
         await stream.aclose()
-    _record_success(gw, pool, target, ttft)
-    gw.metrics.child("upstream_latency", target, gw.config.targets[target].provider).observe(perf_counter() - t0)
-    _record_usage(gw, target, stream.usage)
-    await send({"type": "http.response.body", "body": DONE})
-    return 200
-
-
-def parse_request(endpoint: Endpoint, raw: bytes, routes: dict) -> dict[str, Any]:
-    """Validate the parts of the body the gateway relies on; the rest goes upstream untouched."""
-    try:
-        payload = json.loads(raw)
-    except ValueError:
-        raise RequestError(400, "request body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise RequestError(400, "request body must be a JSON object")
-    model = payload.get("model")
-    if not isinstance(model, str) or not model:
-        raise RequestError(400, "'model' is required: one of " + ", ".join(routes), param="model")
-    if model not in routes:
-        raise RequestError(404, f"The model '{model}' does not exist; routes are: {', '.join(routes)}",
-                           code="model_not_found", param="model")
-    if endpoint == "chat":
-        messages = payload.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise RequestError(400, "'messages' must be a non-empty array", param="messages")
-        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
-            raise RequestError(400, "each message must be an object with a 'role'", param="messages")
-    elif not isinstance(payload.get("prompt"), str | list):
-        raise RequestError(400, "'prompt' must be a string or an array of strings", param="prompt")
-    if not isinstance(payload.get("stream", False), bool):
-        raise RequestError(400, "'stream' must be a boolean", param="stream")
-    return payload
+    _record_usage(gw, outcome, target, stream.usage)
+    if failure is None:
+        _record_success(gw, pool, target, perf_counter() - opened.t0)
+        await _send_by(send, {"type": "http.response.body", "body": DONE}, loop.time() + timeouts.stall_s)
+        return 200
+    event = {"error": {"message": f"upstream failed mid-stream: {failure.message}", "type": "upstream_error",
+                       "param": None, "code": failure.error_class.value}}
+    await _send_by(send, {"type": "http.response.body", "body": b"data: " + json.dumps(event).encode() + b"\n\n"},
+                   loop.time() + timeouts.stall_s)
+    return failure_status(failure)
 
 
 def routing_context(headers: dict[str, str], payload: dict[str, Any]) -> RoutingContext:

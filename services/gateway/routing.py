@@ -105,21 +105,33 @@ class Router:
             if weight > 0 and target in self.enabled and target not in self.drained
         ]
 
-    def _qualifies(self, target: str, require: PoolRequirement, now: float) -> bool:
+    def _qualifies(self, target: str, require: PoolRequirement, now: float, stream: bool) -> bool:
+        """Available, and within the rule's latency and error-rate bounds. The latency compared is the
+        EMA matching the request: time to first token for a stream, total latency otherwise."""
         health = self.health[target]
         if not health.available(now):
             return False
-        if require.max_ema_latency_ms is not None and health.ema_latency_ms is not None:
-            if health.ema_latency_ms >= require.max_ema_latency_ms:
+        if require.max_ema_latency_ms is not None:
+            ema = health.latency_ema_ms(stream)
+            if ema is not None and ema >= require.max_ema_latency_ms:
                 return False
         if require.max_error_rate is not None and health.error_rate(now) >= require.max_error_rate:
             return False
         return True
 
-    def pool_available(self, pool: str, require: PoolRequirement | None = None, now: float | None = None) -> bool:
+    def pool_available(self, pool: str, require: PoolRequirement | None = None, now: float | None = None,
+                       stream: bool = False) -> bool:
         now = self.clock() if now is None else now
         require = require or PoolRequirement()
-        return any(self._qualifies(target, require, now) for target, _ in self._in_service(pool))
+        return any(self._qualifies(target, require, now, stream) for target, _ in self._in_service(pool))
+
+    def seconds_until_available(self, plan: Plan, now: float | None = None) -> float:
+        """How long until some target in the plan's chain may take a request again (0: one may now);
+        what a final 429 tells the client in ``retry-after``."""
+        now = self.clock() if now is None else now
+        chain = dict.fromkeys([plan.pool, *self.config.routes[plan.route].fallback])
+        waits = [self.health[target].badness(now)[0] for pool in chain for target, _ in self._in_service(pool)]
+        return min(waits, default=0.0)
 
     # ---- choosing ----------------------------------------------------------------------------
 
@@ -132,7 +144,7 @@ class Router:
                 continue
             needs_health = rule.first_available or rule.require != PoolRequirement()
             for pool in rule.pools:
-                if not needs_health or self.pool_available(pool, rule.require, now):
+                if not needs_health or self.pool_available(pool, rule.require, now, ctx.stream):
                     return pool, rule.name
         fallback_pool = spec.default_pool or (spec.fallback[0] if spec.fallback else None)
         if fallback_pool is None:

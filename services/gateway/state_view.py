@@ -44,12 +44,19 @@ def gateway_state(gw: Gateway, control: ControlPlane) -> GatewayState:
             cooldown_until=wall_now + left if left is not None else None,
             cooldown_left_s=left,
             cooldown_reason=snap.cooldown_reason,
-            ema_latency_ms=snap.ema_latency_ms,
             error_rate=snap.error_rate,
             window_requests=snap.window_requests,
             requests_per_s=snap.requests_per_s,
-            p50_ms=snap.p50_ms,
-            p99_ms=snap.p99_ms,
+            # ema_latency_ms, p50_ms and p99_ms predate the split: they carry total latency.
+            ema_latency_ms=snap.total_ema_ms,
+            p50_ms=snap.total_p50_ms,
+            p99_ms=snap.total_p99_ms,
+            ttft_ema_ms=snap.ttft_ema_ms,
+            ttft_p50_ms=snap.ttft_p50_ms,
+            ttft_p99_ms=snap.ttft_p99_ms,
+            total_ema_ms=snap.total_ema_ms,
+            total_p50_ms=snap.total_p50_ms,
+            total_p99_ms=snap.total_p99_ms,
         ))
     pools = [
         PoolState(name=name, weights=dict(weights), available=gw.router.pool_available(name))

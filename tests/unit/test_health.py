@@ -94,5 +94,47 @@ def test_snapshot_reports_percentiles_and_rate() -> None:
     for ms in range(1, 101):
         health.on_success(ms / 1000)
     snap = health.snapshot()
-    assert snap.p50_ms == 50 and snap.p99_ms == 99
+    assert snap.total_p50_ms == 50 and snap.total_p99_ms == 99
     assert snap.requests_per_s == 10.0
+
+
+def test_ttft_and_total_latency_are_kept_apart() -> None:
+    clock = Clock()
+    health = make(clock)
+    for ms in range(1, 101):
+        health.on_first_token(ms / 10000)  # 0.1 .. 10 ms to the first chunk
+        health.on_success(ms / 1000)  # 1 .. 100 ms to the whole answer
+    snap = health.snapshot()
+    assert (snap.ttft_p50_ms, snap.ttft_p99_ms) == (5.0, 9.9)
+    assert (snap.total_p50_ms, snap.total_p99_ms) == (50.0, 99.0)
+    assert snap.ttft_ema_ms is not None and snap.total_ema_ms is not None
+    assert snap.ttft_ema_ms < 10 < snap.total_ema_ms
+    assert health.latency_ema_ms(stream=True) == snap.ttft_ema_ms
+    assert health.latency_ema_ms(stream=False) == snap.total_ema_ms == health.ema_latency_ms
+
+
+def test_a_stream_that_fails_after_its_first_token_is_a_failure_with_a_ttft() -> None:
+    clock = Clock()
+    health = make(clock)
+    health.on_first_token(0.02)
+    health.on_failure(ErrorClass.CONNECT)
+    snap = health.snapshot()
+    assert snap.ttft_ema_ms == 20 and snap.total_ema_ms is None
+    assert snap.error_rate == 1.0 and snap.window_requests == 1
+
+
+def test_client_errors_leave_no_trace_on_health() -> None:
+    clock = Clock()
+    health = make(clock)
+    for _ in range(10):
+        health.on_attempt_start()
+        health.on_failure(ErrorClass.CLIENT)
+    snap = health.snapshot()
+    assert (snap.breaker, snap.error_rate, snap.window_requests, snap.requests_per_s) == (BreakerState.CLOSED, 0, 0, 0)
+    assert snap.cooldown_until is None
+    for _ in range(4):
+        health.on_failure(ErrorClass.SERVER)
+    clock.now += 5
+    health.on_attempt_start()
+    health.on_failure(ErrorClass.CLIENT)
+    assert health.breaker is BreakerState.HALF_OPEN and health.available(), "a client error is no verdict"

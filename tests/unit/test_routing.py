@@ -68,6 +68,16 @@ def test_latency_budget_skips_vllm_when_its_ema_is_300ms_or_more(router: Router)
     assert first(router, ctx(latency_budget_ms="400")) == ("cost-small-prompt", MINI)
 
 
+def test_latency_rule_judges_streams_by_ttft_and_other_requests_by_total_latency(router: Router) -> None:
+    local = router.health[LOCAL]
+    for _ in range(5):
+        local.on_first_token(0.080)  # first chunks come fast
+        local.on_success(0.900)  # whole answers take long
+    stream = {"messages": [{"role": "user", "content": "hello"}], "stream": True}
+    assert first(router, ctx(stream, latency_budget_ms="400")) == ("latency-sensitive", LOCAL)
+    assert first(router, ctx(latency_budget_ms="400")) == ("cost-small-prompt", MINI)
+
+
 def test_latency_budget_skips_vllm_when_unavailable(router: Router, clock: Clock) -> None:
     router.health[LOCAL].cool_down(30, "rate_limit")
     assert first(router, ctx(latency_budget_ms="100")) == ("cost-small-prompt", MINI)

@@ -18,6 +18,7 @@ of the answer the client expects (``n > 1``, ``logprobs``, audio, ...) are refus
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -37,6 +38,7 @@ from services.gateway.providers.base import (
     UpstreamStream,
     Usage,
     classify_status,
+    headers_within,
     parse_retry_after,
 )
 
@@ -653,10 +655,11 @@ class AnthropicProvider(Provider):
         params = translate_request(endpoint, payload)
         created = int(time.time())
         try:
-            raw = await self._client.messages.with_raw_response.create(
-                **params, timeout=sdk_timeout(timeouts)
-            )
-            body = await raw.read()
+            # The streaming-response form returns at the headers, so ttft_s can bound them.
+            async with contextlib.AsyncExitStack() as stack:
+                opening = self._client.messages.with_streaming_response.create(**params, timeout=sdk_timeout(timeouts))
+                response = await headers_within(timeouts.ttft_s, stack.enter_async_context(opening))
+                body = await response.read()
         except Exception as exc:
             raise error_from_exception(exc) from exc
         return parse_response(endpoint, body, created)

@@ -8,14 +8,16 @@ leave an adapter only as :class:`UpstreamError`, classified once, here, for the 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from services.gateway.config import Target, Timeouts
 from services.gateway.health import ErrorClass
 
 Endpoint = Literal["chat", "completions"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -45,6 +47,9 @@ class UpstreamError(Exception):
 
 
 def classify_status(status: int) -> ErrorClass:
+    """The error class of an HTTP status. 503 and Anthropic's 529 (overloaded) are SERVER errors,
+    retried and fallen back from like any 5xx; the proxy also cools the target down for their
+    Retry-After when they carry one. Every other 4xx but 401/403/404/408/429 is the client's."""
     if status == 429:
         return ErrorClass.RATE_LIMIT
     if status in (401, 403, 404):
@@ -71,6 +76,22 @@ def parse_retry_after(headers: Any) -> float | None:
         except ValueError:
             return None
     return None
+
+
+async def headers_within(seconds: float, opening: Awaitable[T]) -> T:
+    """Await a non-stream answer's response headers for at most ``seconds`` (the target's ``ttft_s``).
+
+    The body is read afterwards under the request's ``total_s``, which the proxy enforces.
+    A timeout raised by the HTTP client itself passes through unchanged.
+    """
+    timeout = asyncio.timeout(seconds)
+    try:
+        async with timeout:
+            return await opening
+    except TimeoutError:
+        if not timeout.expired():
+            raise
+        raise UpstreamError(ErrorClass.TIMEOUT, f"no response headers within {seconds:g} s (ttft_s)") from None
 
 
 @dataclass
@@ -112,7 +133,10 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def complete(self, endpoint: Endpoint, payload: dict[str, Any], timeouts: Timeouts) -> UpstreamResponse:
-        """Send a non-streaming request; ``payload`` is the client's body with ``model`` already set."""
+        """Send a non-streaming request; ``payload`` is the client's body with ``model`` already set.
+
+        The response headers must arrive within ``timeouts.ttft_s`` (use :func:`headers_within`).
+        """
 
     @abc.abstractmethod
     async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any], timeouts: Timeouts) -> UpstreamStream:

@@ -34,6 +34,7 @@ from services.gateway.providers.base import (
     UpstreamStream,
     Usage,
     classify_status,
+    headers_within,
     parse_retry_after,
 )
 
@@ -162,17 +163,31 @@ class OpenAICompatProvider(Provider):
     async def complete(self, endpoint: Endpoint, payload: dict[str, Any], timeouts: Timeouts) -> UpstreamResponse:
         if self.target.client == "sdk":
             try:
-                response = await self.client.post(PATHS[endpoint], cast_to=httpx2.Response, body=payload,
-                                                  options=self._sdk_options(timeouts, timeouts.total_s))
+                # stream=True returns at the headers, so ttft_s can bound them; the body is read after.
+                sdk_response: httpx2.Response = await headers_within(timeouts.ttft_s, self.client.post(
+                    PATHS[endpoint], cast_to=httpx2.Response, body=payload,
+                    options=self._sdk_options(timeouts, timeouts.total_s), stream=True,
+                    stream_cls=openai.AsyncStream[dict],
+                ))
+                try:
+                    body = await sdk_response.aread()
+                finally:
+                    await sdk_response.aclose()
+            except UpstreamError:
+                raise
             except Exception as exc:
                 raise transport_error(exc) from exc
-            return parse_body(response.content)
+            return parse_body(body)
         try:
-            async with self.session.post(self.base_url + PATHS[endpoint], data=json.dumps(payload).encode(),
-                                         timeout=self._complete_timeout) as response:
+            response = await headers_within(timeouts.ttft_s, self.session.post(
+                self.base_url + PATHS[endpoint], data=json.dumps(payload).encode(), timeout=self._complete_timeout,
+            ))
+            try:
                 body = await response.read()
-                if response.status >= 400:
-                    raise status_error(response.status, body, response.headers)
+            finally:
+                response.release()
+            if response.status >= 400:
+                raise status_error(response.status, body, response.headers)
         except UpstreamError:
             raise
         except Exception as exc:
