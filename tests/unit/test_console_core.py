@@ -16,7 +16,8 @@ from console.stack import AlreadyRunning, stack_lock
 
 
 def test_embedded_local_context_when_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # no running stack's record to follow
     context = pick_context(load_console_config(), None)
     assert context.name == "local" and context.admin_url == "http://127.0.0.1:8080"
 
