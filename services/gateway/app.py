@@ -93,7 +93,7 @@ class GatewayApp:
             if message["type"] == "lifespan.startup":
                 self.gw.start_providers()
                 await self.control.start()
-                self.gw.meter.start()
+                await self.gw.meter.start(list(self.gw.access.ring.by_id.values()))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.gw.meter.stop()
