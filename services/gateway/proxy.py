@@ -56,6 +56,20 @@ class RequestDeadline(Exception):
     """The request's own deadline ran out during an attempt: no verdict on the target."""
 
 
+@dataclass(frozen=True)
+class Deadline:
+    """When one phase of an attempt must be over (loop time), and whether that is the target's own limit
+    (a timeout then counts against the target) or the request's, which says nothing certain about it."""
+
+    at: float
+    own: bool
+
+    def expired(self) -> None:
+        """Called when ``at`` passed: raises RequestDeadline unless it was the target's own limit."""
+        if not self.own:
+            raise RequestDeadline
+
+
 def _record_usage(gw: Gateway, outcome: Outcome, target: str, usage: Usage | None) -> None:
     if usage is None:
         return
@@ -123,17 +137,20 @@ class AttemptLoop:
         if limit is None:
             limit = max(gw.config.targets[target].timeouts.total_s for _, target in plan.attempts)
         self.timeout_s = limit
-        self.deadline = self.loop.time() + limit
+        self.deadline: float | None = None  # loop time; set when the first attempt starts
 
-    def deadline_for(self, seconds: float) -> float:
-        """An attempt's deadline: ``seconds`` from now, or the request's deadline if that comes first."""
-        return min(self.loop.time() + seconds, self.deadline)
+    def deadline_for(self, seconds: float, start: float | None = None) -> Deadline:
+        """A phase's deadline: ``seconds`` from ``start`` (default now), or the request's deadline if that
+        comes first. The request's deadline starts with the first attempt, so that attempt can always use
+        its own limit when it is the largest (a tie counts as the target's own)."""
+        now = self.loop.time() if start is None else start
+        if self.deadline is None:
+            self.deadline = now + self.timeout_s
+        own = now + seconds
+        return Deadline(own, True) if own <= self.deadline else Deadline(self.deadline, False)
 
-    def timed_out(self, deadline: float) -> None:
-        """Called when a deadline from :meth:`deadline_for` passed; raises RequestDeadline when it was
-        the request's own rather than the target's."""
-        if deadline >= self.deadline:
-            raise RequestDeadline
+    def _past_deadline(self, wait_s: float = 0.0) -> bool:
+        return self.deadline is not None and self.loop.time() + wait_s >= self.deadline
 
     def deadline_error(self) -> UpstreamError:
         return UpstreamError(ErrorClass.TIMEOUT, f"the request's deadline of {self.timeout_s:g} s passed")
@@ -157,7 +174,7 @@ class AttemptLoop:
             outcome.tried.append(target)
             retries = 0
             while True:
-                if self.loop.time() >= self.deadline:
+                if self._past_deadline():
                     outcome.last_error = self.deadline_error()
                     raise outcome.last_error
                 outcome.attempts += 1
@@ -176,7 +193,7 @@ class AttemptLoop:
                     if not can_retry or not (health.available() or (self.plan.forced and last)):
                         break
                     delay = self._backoff(retries)
-                    if delay > self.sleep_budget or self.loop.time() + delay >= self.deadline:
+                    if delay > self.sleep_budget or self._past_deadline(delay):
                         break
                     self.sleep_budget -= delay
                     retries += 1
@@ -252,10 +269,10 @@ async def serve_complete(
         t0 = perf_counter()
         deadline = attempts.deadline_for(timeouts.total_s)
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(deadline.at):
                 result = await provider.complete(endpoint, body, timeouts)
         except TimeoutError:
-            attempts.timed_out(deadline)
+            deadline.expired()
             raise UpstreamError(ErrorClass.TIMEOUT, f"no answer within {timeouts.total_s:g} s") from None
         elapsed = perf_counter() - t0
         outcome.upstream_s += elapsed
@@ -291,7 +308,7 @@ class _OpenStream:
     stream: UpstreamStream
     first: StreamChunk
     t0: float  # perf_counter when the request was sent
-    total_deadline: float  # loop time: the target's total_s or the request's deadline, whichever is first
+    total: Deadline  # the target's total_s or the request's deadline, whichever is first
 
 
 async def serve_stream(
@@ -307,16 +324,16 @@ async def serve_stream(
         timeouts = gw.config.targets[target].timeouts
         body = {**payload, "model": gw.config.targets[target].model}
         t0, sent_at = perf_counter(), loop.time()
-        first_deadline = attempts.deadline_for(min(timeouts.ttft_s, timeouts.total_s))
+        first_deadline = attempts.deadline_for(min(timeouts.ttft_s, timeouts.total_s), sent_at)
         stream: UpstreamStream | None = None
         try:
-            async with asyncio.timeout_at(first_deadline):
+            async with asyncio.timeout_at(first_deadline.at):
                 stream = await provider.open_stream(endpoint, body, timeouts)
                 first = await anext(stream.chunks, None)
         except TimeoutError:
             if stream is not None:
                 await stream.aclose()
-            attempts.timed_out(first_deadline)
+            first_deadline.expired()
             raise UpstreamError(ErrorClass.TIMEOUT, f"no first token within {timeouts.ttft_s:g} s") from None
         except BaseException:
             if stream is not None:
@@ -330,8 +347,7 @@ async def serve_stream(
         outcome.target = target
         gw.health[target].on_first_token(ttft)
         gw.metrics.child("ttft", target, gw.config.targets[target].provider).observe(ttft)
-        total_deadline = min(sent_at + timeouts.total_s, attempts.deadline)
-        return _OpenStream(pool, target, stream, first, t0, total_deadline)
+        return _OpenStream(pool, target, stream, first, t0, attempts.deadline_for(timeouts.total_s, sent_at))
 
     try:
         opened: _OpenStream = await attempts.run(attempt)
@@ -357,22 +373,23 @@ async def _relay(gw: Gateway, attempts: AttemptLoop, opened: _OpenStream, outcom
     loop = attempts.loop
     pool, target, stream, chunk = opened.pool, opened.target, opened.stream, opened.first
     timeouts = gw.config.targets[target].timeouts
-    total_deadline = opened.total_deadline
+    total = opened.total
     failure: UpstreamError | None = None
     try:
         await _send_by(send, {"type": "http.response.start", "status": 200, "headers": head},
-                       min(loop.time() + timeouts.stall_s, total_deadline))
+                       min(loop.time() + timeouts.stall_s, total.at))
         while chunk is not None:
             if include_usage or not chunk.usage_only:
                 await _send_by(send, {"type": "http.response.body", "body": b"data: " + chunk.data + b"\n\n",
-                                      "more_body": True}, min(loop.time() + timeouts.stall_s, total_deadline))
-            deadline = min(loop.time() + timeouts.stall_s, total_deadline)
+                                      "more_body": True}, min(loop.time() + timeouts.stall_s, total.at))
+            stall_at = loop.time() + timeouts.stall_s
+            deadline = Deadline(stall_at, True) if stall_at < total.at else total
             try:
-                async with asyncio.timeout_at(deadline):
+                async with asyncio.timeout_at(deadline.at):
                     chunk = await anext(stream.chunks, None)
             except TimeoutError:
-                attempts.timed_out(deadline)
-                what = (f"did not finish within {timeouts.total_s:g} s" if deadline == total_deadline
+                deadline.expired()
+                what = (f"did not finish within {timeouts.total_s:g} s" if deadline is total
                         else f"stalled for more than {timeouts.stall_s:g} s")
                 raise UpstreamError(ErrorClass.TIMEOUT, f"upstream {what}") from None
     except UpstreamError as err:

@@ -79,6 +79,20 @@ def test_a_request_ends_at_its_deadline_across_retries_and_fallbacks(standin, ga
     assert (state["window_requests"], state["breaker"]) == (0, "closed"), "the request's deadline is no verdict"
 
 
+def test_by_default_the_deadline_is_the_largest_total_s_and_an_attempt_that_uses_it_up_is_blamed(
+        standin, gateway) -> None:
+    a, b = standin(name="a"), standin(name="b")
+    config = primary_backup(a.url, b.url, timeouts={"total_s": 0.5})
+    config["targets"]["b"]["timeouts"] = {"total_s": 0.5}
+    gw = gateway(config)
+    a.set_default(Fault.slow_first_byte(5))
+    response = httpx.post(gw.url + "/v1/chat/completions", json={"model": "r", "messages": MESSAGES}, timeout=WAIT_S)
+    assert response.status_code == 504 and "deadline of 0.5 s passed" in response.json()["error"]["message"]
+    assert len(a.requests) == 1 and not b.requests, "no time was left for a retry or a fallback"
+    assert gw.target_state("a")["window_requests"] == 1, "a used up its own total_s: that counts against it"
+    assert 'switchboard_upstream_errors_total{error_class="timeout",provider="openai",target="a"} 1.0' in gw.metrics()
+
+
 def test_a_stream_running_past_the_request_deadline_is_cut_with_an_error_event(standin, gateway) -> None:
     a, b = standin(name="a", reply=REPLY), standin(name="b")
     gw = gateway({**primary_backup(a.url, b.url), "limits": {"request_timeout_s": 1}})
