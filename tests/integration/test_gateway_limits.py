@@ -264,7 +264,7 @@ def test_503_and_529_cool_the_target_down_for_their_retry_after(standin, gateway
     assert len(a.requests) == 1, "no retry on a target that asked for time"
     state = gw.target_state("a")
     assert state["status"] == "cooling_down" and state["cooldown_reason"] == "overloaded"
-    assert 1.0 < state["cooldown_left_s"] <= 2.0
+    assert 0 < state["cooldown_left_s"] <= 2.0, "the Retry-After, not the 5 s default"
     assert f'switchboard_upstream_errors_total{{error_class="server",provider="{kind}",target="a"}} 1.0' in gw.metrics()
 
 
@@ -273,4 +273,4 @@ def test_503_and_529_retry_after_is_clamped_like_429s(standin, gateway, monkeypa
     a, _, gw = overloaded_pair(standin, gateway, monkeypatch, kind)
     a.push(Fault.status(code, retry_after=600))
     client_for(gw).chat.completions.create(model="r", messages=MESSAGES)
-    assert 59 < gw.target_state("a")["cooldown_left_s"] <= 60
+    assert 50 < gw.target_state("a")["cooldown_left_s"] <= 60
