@@ -17,7 +17,7 @@ from typing import Any
 
 from services.gateway.auth import TokenSet
 from services.gateway.control import ControlPlane
-from services.gateway.errors import ClientGone, ClientStalled, RequestError, error_body
+from services.gateway.errors import ClientGone, ClientStalled, RequestError, error_body, error_object
 from services.gateway.intake import overloaded, parse_request, read_body
 from services.gateway.metrics import status_class
 from services.gateway.providers.base import Endpoint
@@ -147,7 +147,11 @@ class GatewayApp:
         except Exception:
             log.exception("unexpected error serving %s", scope["path"])
             status = 500
-            await _respond(send, 500, error_body(500, "internal gateway error"))
+            if not guard.started:
+                await _respond(send, 500, error_body(500, "internal gateway error"))
+            elif not guard.finished:  # a stream under way: end it with an in-band error event, no [DONE]
+                event = error_object(500, "internal gateway error", code="internal_error")
+                await send({"type": "http.response.body", "body": b"data: " + json.dumps(event).encode() + b"\n\n"})
         finally:
             gw.in_flight -= 1
             guard.disarm()
@@ -207,13 +211,16 @@ class _DisconnectGuard:
         self._send = send
         self._receive = receive
         self.task = asyncio.current_task()
+        self.started = False  # the response's status line went out: a later failure can only end the body
         self.finished = False
         self.client_gone = False
         self._timer: asyncio.TimerHandle | None = None
         self._watcher: asyncio.Task[None] | None = None
 
     async def send(self, message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.body" and not message.get("more_body"):
+        if message["type"] == "http.response.start":
+            self.started = True
+        elif message["type"] == "http.response.body" and not message.get("more_body"):
             self.finished = True
         await self._send(message)
 

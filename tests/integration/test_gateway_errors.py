@@ -48,16 +48,18 @@ def test_rate_limit_cools_down_for_retry_after_and_falls_back_at_once(standin, g
     assert len(a.requests) == 1, "no retry on the rate-limited target"
     state = gw.target_state("a")
     assert state["status"] == "cooling_down" and state["cooldown_reason"] == "rate_limit"
-    assert 1.5 < state["cooldown_left_s"] <= 2.0
+    assert 1.0 < state["cooldown_left_s"] <= 2.0
     ask(gw)
     assert len(a.requests) == 1, "the target gets nothing while it cools down"
     time.sleep(2.1)
     assert ask(gw).headers["x-switchboard-target"] == "a"
 
 
-@pytest.mark.parametrize(("header", "expected_low", "expected_high"), [({"retry_after": 0}, 0.8, 1.0),
-                                                                      ({"retry_after": 600}, 59, 60),
-                                                                      ({"retry_after_ms": 1500}, 1.3, 1.5)])
+# The low bounds leave a second for a loaded machine between the 429 and the state read; each is still far
+# from what a missing clamp (0 s, 600 s) or an ignored header (the 5 s default) would give.
+@pytest.mark.parametrize(("header", "expected_low", "expected_high"), [({"retry_after": 0}, 0.0, 1.0),
+                                                                      ({"retry_after": 600}, 50, 60),
+                                                                      ({"retry_after_ms": 1500}, 0.5, 1.5)])
 def test_retry_after_is_clamped_to_1_to_60_seconds(standin, gateway, header, expected_low, expected_high) -> None:
     a, b = standin(name="a"), standin(name="b")
     gw = two_target_gateway(gateway, a, b)
