@@ -1,4 +1,4 @@
-"""Console test fixtures: an engine ``/metrics`` stand-in and a gateway with a two-target pool."""
+"""Console test fixtures: a private tmux, an engine ``/metrics`` stand-in and a gateway with a two-target pool."""
 
 from __future__ import annotations
 
@@ -7,13 +7,24 @@ from typing import Any
 
 import pytest
 
-from tests.console.harness import NO_UPSTREAM, EngineStandin
+from tests.console.harness import NO_UPSTREAM, EngineStandin, Tmux, TmuxMissing
 from tests.gateway_harness import RunningGateway, fast_settings, openai_target
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def tmux() -> Iterator[Tmux]:
+    """A private tmux server for the test, killed after it."""
+    try:
+        session = Tmux()
+    except TmuxMissing as exc:
+        pytest.fail(str(exc))
+    yield session
+    session.kill()
 
 
 @pytest.fixture

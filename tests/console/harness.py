@@ -16,11 +16,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.loopback import LoopbackServer, QuietHandler
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NO_UPSTREAM = "http://127.0.0.1:9"  # the console only reads the admin API: these gateways never route a request
@@ -28,7 +29,7 @@ METRICS_PAGE = REPO_ROOT / "tests" / "unit" / "fixtures" / "vllm_metrics.txt"
 
 
 
-class EngineStandin:
+class EngineStandin(LoopbackServer):
     """Serves a recorded vLLM ``/metrics`` page; ``mode`` "ok" answers, "hang" answers nothing for a while."""
 
     def __init__(self) -> None:
@@ -38,37 +39,19 @@ class EngineStandin:
         standin = self
         page = METRICS_PAGE.read_bytes()
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 standin.requests += 1
                 if standin.mode == "hang":
                     standin.release.wait(5)
                     return
-                self.send_response(200)
-                self.send_header("content-type", "text/plain; version=0.0.4")
-                self.send_header("content-length", str(len(page)))
-                self.end_headers()
-                self.wfile.write(page)
+                self.send_body(200, page, "text/plain; version=0.0.4")
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> EngineStandin:
-        self.thread.start()
-        return self
+        super().__init__(Handler)
 
     def stop(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().stop()
 
 
 def write_console_config(path: Path, name: str, operator: str, **context: Any) -> Path:

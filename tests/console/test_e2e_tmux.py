@@ -9,18 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.console.harness import NO_UPSTREAM, Tmux, TmuxMissing, console_argv, write_console_config
+from tests.console.harness import NO_UPSTREAM, Tmux, console_argv, write_console_config
 from tests.gateway_harness import VIEWER_TOKEN, GatewayProcess, auth, fast_settings, openai_target
-
-
-@pytest.fixture
-def tmux() -> Iterator[Tmux]:
-    try:
-        session = Tmux()
-    except TmuxMissing as exc:
-        pytest.fail(str(exc))
-    yield session
-    session.kill()
 
 
 @pytest.fixture

@@ -10,86 +10,17 @@ same sequences raw in another window and sees tmux act on them, so the checks ca
 
 from __future__ import annotations
 
-import json
 import shlex
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.console.harness import Tmux, TmuxMissing, console_argv, write_console_config
-from tests.console.sample_data import HOSTILE_ERROR, hostile_audit, hostile_keys, hostile_state
+from tests.console.harness import Tmux, console_argv, write_console_config
+from tests.console.hostile_api import HostileAdminAPI
 
 PAYLOAD_MARKERS = ("payload", "cGF5bG9hZA")  # the clipboard write's text, decoded and encoded
-
-
-class HostileAdminAPI:
-    """``/admin/state``, ``/admin/audit`` and ``/admin/keys`` with hostile strings. The audit log answers once,
-    then fails with a hostile error message, so the Audit pane shows both the entries and the error."""
-
-    def __init__(self) -> None:
-        self.audit_requests = 0
-        self.lock = threading.Lock()
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/admin/state":
-                    self.answer(200, hostile_state().model_dump(mode="json"))
-                elif path == "/admin/keys":
-                    self.answer(200, hostile_keys().model_dump(mode="json"))
-                elif path == "/admin/audit":
-                    with api.lock:
-                        api.audit_requests += 1
-                        first = api.audit_requests == 1
-                    if first:
-                        self.answer(200, hostile_audit().model_dump(mode="json"))
-                    else:
-                        self.answer(503, {"error": {"message": HOSTILE_ERROR, "type": "server_error"}})
-                else:
-                    self.answer(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
-
-            def answer(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()  # json escapes the control characters; the client decodes them
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> HostileAdminAPI:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def tmux() -> Iterator[Tmux]:
-    try:
-        session = Tmux()
-    except TmuxMissing as exc:
-        pytest.fail(str(exc))
-    yield session
-    session.kill()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -10,7 +9,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +16,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.console.sample_data import HOSTILE_ERROR, hostile_audit, hostile_keys, hostile_state
+from tests.console.hostile_api import HostileAdminAPI
 from tests.gateway_harness import VIEWER_TOKEN, GatewayProcess, auth, fast_settings, free_port, openai_target
+from tests.loopback import LoopbackServer, QuietHandler
 from tests.standins import Fault
 
 
@@ -108,7 +107,7 @@ def test_bad_input_and_read_only_change_nothing(setup) -> None:
     assert httpx.get(gw.url + "/admin/audit", headers=auth(VIEWER_TOKEN)).json()["entries"] == []
 
 
-class ChangeAfterRead:
+class ChangeAfterRead(LoopbackServer):
     """A loopback proxy in front of the gateway: right after it has forwarded the first ``GET /admin/state``,
     another operator commits a change, so a write built on what the client read is based on a version gone."""
 
@@ -116,7 +115,7 @@ class ChangeAfterRead:
         self.changed = threading.Event()
         proxy = self
 
-        class Forward(BaseHTTPRequestHandler):
+        class Forward(QuietHandler):
             def forward(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 headers = {k: v for k, v in self.headers.items()
@@ -136,23 +135,7 @@ class ChangeAfterRead:
 
             do_GET = do_POST = do_PUT = do_DELETE = forward
 
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> ChangeAfterRead:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Forward)
 
 
 @pytest.mark.parametrize("verb", ["drain", "undrain"])
@@ -300,52 +283,6 @@ def test_keys_bad_input_read_only_and_refusals_change_nothing(keyed) -> None:
 # ---- terminal safety ---------------------------------------------------------------------------------------
 
 TERMINAL_ACTS_ON = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
-
-
-class HostileAdminAPI:
-    """The admin API's JSON with escape sequences and bidi controls in every name, reason and error. The real
-    gateway refuses such strings, so this loopback stand-in plays a compromised or buggy one."""
-
-    def __init__(self) -> None:
-        answers = {"/admin/state": hostile_state, "/admin/audit": hostile_audit, "/admin/keys": hostile_keys}
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                page = answers.get(self.path.split("?", 1)[0])
-                if page is None:
-                    self.answer(404, {"error": {"message": HOSTILE_ERROR, "code": "not_found"}})
-                else:
-                    self.answer(200, page().model_dump(mode="json"))
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                self.answer(422, {"error": {"message": HOSTILE_ERROR, "code": "validation_error"}})
-
-            def answer(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> HostileAdminAPI:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.mark.parametrize("verb", [["status"], ["weights", "show"], ["audit"], ["keys", "list"],
