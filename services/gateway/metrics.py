@@ -83,7 +83,8 @@ class GatewayMetrics:
             ["route"], registry=r,
         )
         self.key_refusals = Counter(
-            "switchboard_client_key_refusals", "Data-plane requests refused by the client key checks (missing, invalid, limits...), by reason",
+            "switchboard_client_key_refusals",
+            "Data-plane requests refused by the key checks (missing, invalid, limits...), by reason",
             ["reason"], registry=r,
         )
         self.tier_claims_ignored = Counter(
