@@ -8,9 +8,11 @@ that returned has been fsynced. Several processes may share the file; ``watch`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from services.gateway.state.base import (
@@ -111,13 +113,28 @@ class SQLiteStore(StateStore):
     async def load(self) -> ControlState:
         return await self._run(self._load_once)
 
-    def _commit(self, base_version: int, state: ControlState, entry: AuditEntry) -> ControlState:
+    @contextlib.contextmanager
+    def _transaction(self, synchronous: str = "FULL") -> Iterator[sqlite3.Connection]:
+        """A ``BEGIN IMMEDIATE`` transaction on its own connection: committed when the block ends, rolled
+        back when it raises."""
         conn = self._connect()
         try:
+            if synchronous != "FULL":
+                conn.execute(f"PRAGMA synchronous={synchronous}")
             conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    def _commit(self, base_version: int, state: ControlState, entry: AuditEntry) -> ControlState:
+        with self._transaction() as conn:
             current = self._load(conn)
             if current.version != base_version:
-                conn.execute("ROLLBACK")
                 raise StaleVersion(current)
             conn.execute(
                 "INSERT INTO state (id, version, doc) VALUES (1, ?, ?) "
@@ -126,14 +143,7 @@ class SQLiteStore(StateStore):
             )
             conn.execute("INSERT INTO audit (version, time, entry) VALUES (?, ?, ?)",
                          (entry.version, entry.time, entry.to_json()))
-            conn.execute("COMMIT")
-            return state
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            conn.close()
+        return state
 
     async def commit(self, base_version: int, state: ControlState, entry: AuditEntry) -> ControlState:
         return await self._run(self._commit, base_version, state, entry)
@@ -177,10 +187,8 @@ class SQLiteStore(StateStore):
             await asyncio.sleep(self.poll_s)
 
     def _sync_usage(self, counts: CountDeltas, spend: SpendDeltas, reads: list[UsageRead]) -> dict[str, UsageTotals]:
-        conn = self._connect()
-        try:
-            conn.execute("PRAGMA synchronous=NORMAL")  # usage may lose the last second on power loss, not more
-            conn.execute("BEGIN IMMEDIATE")
+        # NORMAL: on power loss usage may lose its last second, never more; a process crash loses nothing.
+        with self._transaction(synchronous="NORMAL") as conn:
             conn.executemany(
                 "INSERT INTO key_usage (key_id, kind, bucket, requests, tokens) VALUES (?, 'm', ?, ?, ?) "
                 "ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, tokens = tokens + excluded.tokens",
@@ -202,14 +210,7 @@ class SQLiteStore(StateStore):
                 current = rows.get(("m", read.minute), (0, 0, 0.0))
                 totals[read.key_id] = UsageTotals(previous[0], previous[1], current[0], current[1],
                                                   rows.get(("p", read.period), (0, 0, 0.0))[2])
-            conn.execute("COMMIT")
-            return totals
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            conn.close()
+        return totals
 
     async def sync_usage(
         self, counts: CountDeltas, spend: SpendDeltas, reads: list[UsageRead]
