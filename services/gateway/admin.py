@@ -176,13 +176,13 @@ def _admin_api(control: ControlPlane, tokens: TokenSet) -> FastAPI:
         return await write(control.set_weights(pool, change.weights, change.base_version, change.reason,
                                                principal.name, operator))
 
-    @app.post("/admin/targets/{target}/drain", response_model=GatewayState, responses=write_responses)
+    @app.post("/admin/targets/{target:path}/drain", response_model=GatewayState, responses=write_responses)
     async def drain(target: str, change: DrainChange, request: Request,
                     principal: Annotated[Principal, Depends(writer)]) -> GatewayState | JSONResponse:
         return await write(control.set_drained(target, True, change.base_version, change.reason,
                                                principal.name, operator_of(request)))
 
-    @app.post("/admin/targets/{target}/undrain", response_model=GatewayState, responses=write_responses)
+    @app.post("/admin/targets/{target:path}/undrain", response_model=GatewayState, responses=write_responses)
     async def undrain(target: str, change: DrainChange, request: Request,
                       principal: Annotated[Principal, Depends(writer)]) -> GatewayState | JSONResponse:
         return await write(control.set_drained(target, False, change.base_version, change.reason,

@@ -164,3 +164,19 @@ def test_the_token_is_checked_and_the_body_capped_before_anything_is_parsed(stan
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert audit(gw) == [] and httpx.get(gw.url + "/admin/state", headers=auth(VIEWER_TOKEN)).json()["version"] == 0
+
+
+def test_targets_named_with_a_slash_can_be_drained(standin, gateway) -> None:
+    """Target names are provider/model (the example config's are): the path keeps the slash."""
+    gw = gateway({
+        **fast_settings(),
+        "targets": {"vllm-local/smollm2": openai_target(standin().url), "openai/mini": openai_target(standin().url)},
+        "pools": {"p": {"targets": {"vllm-local/smollm2": 50, "openai/mini": 50}}},
+        "routes": {"r": {"pool": "p"}},
+    })
+    drained = httpx.post(f"{gw.url}/admin/targets/vllm-local/smollm2/drain", headers=auth(), json={"reason": "r"})
+    assert drained.status_code == 200, drained.text
+    assert gw.target_state("vllm-local/smollm2")["drained"] is True
+    undrained = httpx.post(f"{gw.url}/admin/targets/vllm-local%2Fsmollm2/undrain", headers=auth(), json={"reason": "r"})
+    assert undrained.status_code == 200 and gw.target_state("vllm-local/smollm2")["drained"] is False
+    assert [e["target"] for e in audit(gw)] == ["vllm-local/smollm2", "vllm-local/smollm2"]
