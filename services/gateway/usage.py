@@ -93,6 +93,7 @@ class UsageMeter:
         self._pending_counts: defaultdict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
         self._pending_spend: defaultdict[tuple[str, int], float] = defaultdict(float)
         self._task: asyncio.Task[None] | None = None
+        self._syncing = asyncio.Lock()  # the loop and an admin read may both ask; one sync at a time
 
     # ---- hot path ----------------------------------------------------------------------------
 
@@ -202,6 +203,10 @@ class UsageMeter:
 
     async def sync(self, keys: list[ClientKey] | None = None) -> None:
         """Add local counts to the store and read back all replicas' totals (for ``keys`` too, when given)."""
+        async with self._syncing:
+            await self._sync(keys)
+
+    async def _sync(self, keys: list[ClientKey] | None) -> None:
         now = self.clock()
         for key in keys or ():
             self._meter(key, now)

@@ -62,6 +62,7 @@ class SQLiteStore(StateStore):
         self.path = Path(path)
         self.poll_s = poll_s
         self.degraded = None
+        self._usage_conn: sqlite3.Connection | None = None
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
@@ -114,13 +115,12 @@ class SQLiteStore(StateStore):
         return await self._run(self._load_once)
 
     @contextlib.contextmanager
-    def _transaction(self, synchronous: str = "FULL") -> Iterator[sqlite3.Connection]:
-        """A ``BEGIN IMMEDIATE`` transaction on its own connection: committed when the block ends, rolled
-        back when it raises."""
-        conn = self._connect()
+    def _transaction(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+        """A ``BEGIN IMMEDIATE`` transaction, on ``conn`` or on a connection of its own: committed when the
+        block ends, rolled back when it raises."""
+        own = conn is None
+        conn = conn or self._connect()
         try:
-            if synchronous != "FULL":
-                conn.execute(f"PRAGMA synchronous={synchronous}")
             conn.execute("BEGIN IMMEDIATE")
             yield conn
             conn.execute("COMMIT")
@@ -129,7 +129,18 @@ class SQLiteStore(StateStore):
                 conn.execute("ROLLBACK")
             raise
         finally:
-            conn.close()
+            if own:
+                conn.close()
+
+    def _usage_connection(self) -> sqlite3.Connection:
+        """The usage sync's own connection, kept open: it runs four times a second, and opening a connection
+        costs more than the sync. synchronous=NORMAL: on power loss usage may lose its last second, never
+        more; a process crash loses nothing. The meter never runs two syncs at once."""
+        if self._usage_conn is None:
+            conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._usage_conn = conn
+        return self._usage_conn
 
     def _commit(self, base_version: int, state: ControlState, entry: AuditEntry) -> ControlState:
         with self._transaction() as conn:
@@ -187,8 +198,15 @@ class SQLiteStore(StateStore):
             await asyncio.sleep(self.poll_s)
 
     def _sync_usage(self, counts: CountDeltas, spend: SpendDeltas, reads: list[UsageRead]) -> dict[str, UsageTotals]:
-        # NORMAL: on power loss usage may lose its last second, never more; a process crash loses nothing.
-        with self._transaction(synchronous="NORMAL") as conn:
+        try:
+            return self._sync_usage_on(self._usage_connection(), counts, spend, reads)
+        except sqlite3.Error:
+            self._close_usage_connection()  # a fresh one next time (the file may have been replaced)
+            raise
+
+    def _sync_usage_on(self, conn: sqlite3.Connection, counts: CountDeltas, spend: SpendDeltas,
+                       reads: list[UsageRead]) -> dict[str, UsageTotals]:
+        with self._transaction(conn):
             conn.executemany(
                 "INSERT INTO key_usage (key_id, kind, bucket, requests, tokens) VALUES (?, 'm', ?, ?, ?) "
                 "ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, tokens = tokens + excluded.tokens",
@@ -217,5 +235,10 @@ class SQLiteStore(StateStore):
     ) -> dict[str, UsageTotals]:
         return await self._run(self._sync_usage, counts, spend, reads)
 
+    def _close_usage_connection(self) -> None:
+        if self._usage_conn is not None:
+            self._usage_conn.close()
+            self._usage_conn = None
+
     async def close(self) -> None:
-        return None
+        await asyncio.to_thread(self._close_usage_connection)
