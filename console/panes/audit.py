@@ -50,12 +50,24 @@ class AuditPane(Pane):
 
 
 def change(before: Any, after: Any) -> str:
-    """``a 50->70, b 50->30`` for weights, ``drained false->true`` for drains, else ``before -> after``."""
+    """``a 50->70, b 50->30`` for weights, ``drained false->true`` for drains, ``created key 'svc' (paid)``
+    for a record that appears (``deleted ...`` when it goes), else ``before -> after``."""
+    if before is None and isinstance(after, dict):
+        return f"created {_record(after)}"
+    if after is None and isinstance(before, dict):
+        return f"deleted {_record(before)}"
     if isinstance(before, dict) and isinstance(after, dict):
         keys = list(dict.fromkeys([*before, *after]))
         parts = [f"{k} {_v(before.get(k))}->{_v(after.get(k))}" for k in keys if before.get(k) != after.get(k)]
         return ", ".join(parts) or "no change"
     return f"{_v(before)} -> {_v(after)}"
+
+
+def _record(record: dict[str, Any]) -> str:
+    name = record.get("name")
+    if name is None:
+        return "record"
+    return f"'{name}'" + (f" ({record['tier']})" if "tier" in record else "")
 
 
 def _v(value: Any) -> str:

@@ -49,7 +49,10 @@ class KeysPane(Pane):
     def show(self, observed: Observed[KeyList], now: float, wall_time: float) -> None:
         """``now`` is the monotonic clock data ages are measured with; ``wall_time`` (Unix) decides expiry."""
         keys = observed.data
-        self.show_health(observed, now, "" if keys is None else f"v{keys.version} · {len(keys.keys)} keys")
+        note = ""
+        if keys is not None:
+            note = f"v{keys.version} · {len(keys.keys)} key{'' if len(keys.keys) == 1 else 's'}"
+        self.show_health(observed, now, note)
         if not self.changed(keys, observed.error):
             return
         if keys is None:
