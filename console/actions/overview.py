@@ -25,11 +25,13 @@ def _fmt(value: float | None, unit: str = "", digits: int = 0) -> str:
 def status_table(state: GatewayState) -> str:
     lines = [f"gateway {'ready' if state.ready else 'NOT READY'} ({state.ready_reason}); state v{state.version} "
              f"on {state.store}" + (f"; DEGRADED: {state.degraded}" if state.degraded else "")]
-    header = f"{'TARGET':28} {'STATUS':13} {'BREAKER':9} {'RPS':>6} {'ERR%':>6} {'P50':>8} {'P99':>8} {'EMA':>8}"
+    header = (f"{'TARGET':28} {'STATUS':13} {'BREAKER':9} {'RPS':>6} {'ERR%':>6} "
+              f"{'TTFT-P50':>9} {'TTFT-P99':>9} {'TOTAL-P50':>9} {'TOTAL-P99':>9}")
     lines.append(header)
     for t in state.targets:
         lines.append(f"{t.name:28} {t.status:13} {t.breaker:9} {t.requests_per_s:6.1f} {t.error_rate * 100:6.1f} "
-                     f"{_fmt(t.p50_ms, 'ms'):>8} {_fmt(t.p99_ms, 'ms'):>8} {_fmt(t.ema_latency_ms, 'ms'):>8}")
+                     f"{_fmt(t.ttft_p50_ms, 'ms'):>9} {_fmt(t.ttft_p99_ms, 'ms'):>9} "
+                     f"{_fmt(t.total_p50_ms, 'ms'):>9} {_fmt(t.total_p99_ms, 'ms'):>9}")
     return "\n".join(lines)
 
 

@@ -67,6 +67,9 @@ def test_status_exit_codes(setup) -> None:
             break
     degraded = switchboard(config, "status")
     assert degraded.returncode == 1 and "cooling_down" in degraded.stdout
+    assert "TTFT-P50" in degraded.stdout and "TOTAL-P50" in degraded.stdout  # the two latencies apart
+    b_row = next(line for line in degraded.stdout.splitlines() if line.startswith("b "))
+    assert b_row.split()[-2].endswith("ms") and b_row.split()[-4] == "-"  # b served a plain answer: no TTFT
     unreachable = switchboard(config, "status", "--context", "gone")
     assert unreachable.returncode == 2 and "unreachable" in unreachable.stdout
 
