@@ -9,7 +9,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, model_validator
 
 OPERATOR_HEADER = "x-switchboard-operator"
 
@@ -256,3 +256,158 @@ class KeyChange(BaseModel):
 class KeyList(BaseModel):
     version: int
     keys: list[KeyRecord]
+
+
+# ---- canary releases -------------------------------------------------------------------------------
+
+ReleasePhase = Literal["Progressing", "Paused", "Degraded", "Healthy"]
+ReleaseAction = Literal["promote", "promote-full", "pause", "resume", "abort", "retry"]
+Verdict = Literal["pass", "fail", "inconclusive"]
+Arm = Literal["stable", "canary"]
+RELEASE_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"  # a DNS label, as Argo Rollouts names are
+
+
+class PauseStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    duration_s: float | None = Field(None, gt=0, le=30 * 86400, allow_inf_nan=False,
+                                     description="omit to wait for a promote")
+
+
+class AnalysisStep(BaseModel):
+    """Wait until every gate is conclusive: all pass advances, a fail rolls back, too few samples pauses."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class CanaryStep(BaseModel):
+    """One step in Argo Rollouts' vocabulary: exactly one of ``setWeight``, ``pause``, ``analysis``."""
+
+    model_config = ConfigDict(extra="forbid")
+    setWeight: json_int(0, 100) | None = None  # type: ignore[valid-type]
+    pause: PauseStep | None = None
+    analysis: AnalysisStep | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CanaryStep:
+        if sum(x is not None for x in (self.setWeight, self.pause, self.analysis)) != 1:
+            raise ValueError("a step is exactly one of setWeight, pause, analysis")
+        return self
+
+
+def seed_steps() -> list[CanaryStep]:
+    """The seed's plan: 1% for an hour, 10% for two hours, 50% for four, analysis before each raise, then 100%."""
+    hour = 3600.0
+    plan: list[CanaryStep] = []
+    for weight, hours in ((1, 1), (10, 2), (50, 4)):
+        plan += [CanaryStep(setWeight=weight), CanaryStep(pause=PauseStep(duration_s=hours * hour)),
+                 CanaryStep(analysis=AnalysisStep())]
+    return [*plan, CanaryStep(setWeight=100)]
+
+
+class Thresholds(BaseModel):
+    """The gates; the seed's numbers are the defaults. A gate with fewer samples than its minimum is inconclusive."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_error_rate: float = Field(0.01, ge=0, le=1, description="canary's error rate, absolute")
+    max_p99_ratio: float = Field(3.0, gt=0, le=1000, description="canary p99 latency / stable's")
+    max_cost_ratio: float = Field(2.0, gt=0, le=1000, description="canary cost per request / stable's")
+    max_quality_drop: float = Field(0.10, ge=0, le=1, description="judge score drop against stable's, relative")
+    min_quality: float | None = Field(None, ge=0, le=1, description="absolute floor for the canary's judge score")
+    min_requests: json_int(1, 10_000_000) = Field(100, description="per arm, for error, latency, cost")  # type: ignore[valid-type]
+    min_judged: json_int(1, 1_000_000) = Field(20, description="judged answers per arm for the quality gate")  # type: ignore[valid-type]
+
+
+class JudgeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    target: str = Field(min_length=1, max_length=200, description="the target that grades answers (a config target)")
+    sample_rate: float = Field(0.05, ge=0, le=1, description="share of each arm's answers sent to the judge")
+    rubric: Annotated[PlainText, Field(max_length=4000)] = (
+        "Grade the assistant's answer to the user's request for correctness, helpfulness and clarity.")
+
+
+class ReleaseSpec(BaseModel):
+    """A canary target replacing a stable one inside a pool (a new model, version, prompt or provider)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=RELEASE_NAME_PATTERN, description="lower-case letters, digits and '-'")
+    pool: str = Field(min_length=1, max_length=200)
+    stable: str = Field(min_length=1, max_length=200, description="the target in service now")
+    canary: str = Field(min_length=1, max_length=200, description="the target replacing it")
+    steps: list[CanaryStep] = Field(default_factory=seed_steps, min_length=1, max_length=100)
+    thresholds: Thresholds = Thresholds()
+    judge: JudgeSettings | None = None
+    analysis_interval_s: float = Field(60.0, gt=0, le=86400, allow_inf_nan=False,
+                                       description="how often the gates are evaluated while the release runs")
+
+    @model_validator(mode="after")
+    def _two_targets(self) -> ReleaseSpec:
+        if self.stable == self.canary:
+            raise ValueError("stable and canary must be different targets")
+        return self
+
+
+class ReleaseCreate(ReleaseSpec):
+    """``POST /admin/releases``."""
+
+    reason: Reason
+
+
+class ReleaseChange(BaseModel):
+    """``POST /admin/releases/{name}/{action}``: the version read, so a changed release is a 409."""
+
+    model_config = ConfigDict(extra="forbid")
+    base_version: json_int(0) = Field(description="the state version this action was based on")  # type: ignore[valid-type]
+    reason: Reason
+
+
+class ArmStats(BaseModel):
+    """One arm over the current step's window, all replicas merged."""
+
+    requests: int = 0
+    errors: int = 0
+    error_rate: float | None = None
+    p99_ms: float | None = None
+    cost_per_request: float | None = None
+    quality: float | None = None  # mean judge score, 0..1
+    judged: int = 0
+    judge_errors: int = 0
+    judge_dropped: int = 0
+
+
+class GateResult(BaseModel):
+    gate: Literal["error_rate", "p99_latency", "cost", "quality", "quality_floor"]
+    verdict: Verdict
+    value: float | None  # the canary's figure (a ratio for p99 and cost, a relative drop for quality)
+    threshold: float
+    samples: dict[str, int]  # per arm
+    detail: str
+
+
+class Transition(BaseModel):
+    time: float
+    phase: ReleasePhase
+    step_index: int
+    reason: str
+    actor: str  # "controller" or the operator
+
+
+class ReleaseState(BaseModel):
+    spec: ReleaseSpec
+    phase: ReleasePhase
+    step_index: int  # 0-based; == len(steps) when done
+    steps_total: int
+    desired_weight: int  # the canary weight the steps call for now
+    actual_weight: int  # the canary weight the router applies (0 once aborted)
+    step_started_at: float | None
+    time_in_step_s: float | None
+    pause_left_s: float | None  # for a timed pause
+    message: str  # why it is where it is (inconclusive gate, the failed gate and its numbers, ...)
+    aborted: bool
+    analysis: list[GateResult]
+    arms: dict[str, ArmStats]
+    history: list[Transition]
+
+
+class ReleaseList(BaseModel):
+    version: int
+    releases: list[ReleaseState]

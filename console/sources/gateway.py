@@ -16,6 +16,10 @@ from services.admin_api import (
     KeyCreated,
     KeyList,
     KeyRecord,
+    ReleaseChange,
+    ReleaseCreate,
+    ReleaseList,
+    ReleaseState,
     WeightsChange,
 )
 
@@ -106,6 +110,22 @@ class GatewayClient:
     async def delete_key(self, key_id: str, reason: str) -> KeyRecord:
         body = await self._request("DELETE", f"/admin/keys/{key_id}", json=KeyChange(reason=reason).model_dump())
         return KeyRecord.model_validate(body)
+
+    async def releases(self) -> ReleaseList:
+        return ReleaseList.model_validate(await self._request("GET", "/admin/releases"))
+
+    async def release(self, name: str) -> ReleaseState:
+        return ReleaseState.model_validate(await self._request("GET", f"/admin/releases/{name}"))
+
+    async def create_release(self, spec: ReleaseCreate) -> ReleaseState:
+        body = await self._request("POST", "/admin/releases", json=spec.model_dump(exclude_none=True))
+        return ReleaseState.model_validate(body)
+
+    async def release_action(self, name: str, action: str, base_version: int, reason: str) -> ReleaseState:
+        """``action``: promote, promote-full, pause, resume, abort or retry (Argo Rollouts' verbs)."""
+        change = ReleaseChange(base_version=base_version, reason=reason)
+        body = await self._request("POST", f"/admin/releases/{name}/{action}", json=change.model_dump())
+        return ReleaseState.model_validate(body)
 
     async def aclose(self) -> None:
         await self._client.aclose()
