@@ -91,6 +91,10 @@ class OpenAIProvider:
     def is_completion(self, method: str, path: str) -> bool:
         return path in ("/v1/chat/completions", "/v1/completions")
 
+    def reply_for(self, body: dict[str, Any]) -> str:
+        """The text a chat request is answered with (the judge stand-in answers judge prompts its own way)."""
+        return self.standin.reply
+
     def error(self, status: int, message: str | None = None) -> JsonAnswer:
         return openai_error(status, message)
 
@@ -153,7 +157,7 @@ class OpenAIProvider:
             words, finish = [], "tool_calls"
             completion_tokens = len(words_of(TOOL_ARGUMENTS))
         else:
-            words, finish = apply_limits(self.standin.reply, max_tokens, body.get("stop"))
+            words, finish = apply_limits(self.reply_for(body), max_tokens, body.get("stop"))
             completion_tokens = len(words)
         usage = {
             "prompt_tokens": prompt_tokens,
