@@ -8,6 +8,7 @@ checks that no engine process is left; it must stay last in this file.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -25,8 +26,13 @@ from typing import Any
 
 import pytest
 
+from services.admin_api import JudgeSettings
 from services.backend import metrics, status
 from services.backend.launch import group_members
+from services.gateway.config import parse_config
+from services.gateway.judge import Judge
+from services.gateway.runtime import Gateway
+from services.gateway.state.sqlite_store import SQLiteStore
 from tests.gateway_harness import RunningGateway, fast_settings, free_port
 
 START_TIMEOUT_S = 600
@@ -216,6 +222,36 @@ def test_up_refuses_a_port_in_use(backend: Backend) -> None:
     result = subprocess.run([switchboard(), "backend", "up", "--port", port],
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 1 and "already in use" in result.stdout
+
+
+def test_the_bundled_engine_judges_an_answer_in_format(backend: Backend, tmp_path: Path) -> None:
+    """vLLM's structured output (a choice of "1".."5") makes even SmolLM2-135M answer a parseable score."""
+    target = {"provider": "openai", "model": "smollm2", "base_url": backend.url + "/v1",
+              "timeouts": {"ttft_s": 120, "total_s": 300}}  # fmt: skip
+    config = parse_config({**fast_settings(), "targets": {"judge": target}, "pools": {"p": {"targets": {"judge": 100}}},
+                           "routes": {"r": {"pool": "p"}}}, "<test>")  # fmt: skip
+    settings = JudgeSettings(target="judge", sample_rate=1.0)
+    verdicts: list[tuple[str, str, float | None, str | None]] = []
+
+    async def grade() -> None:
+        gw = Gateway(config, SQLiteStore(str(tmp_path / "state.db")))
+        judge = Judge(gw, lambda *verdict: verdicts.append(verdict), concurrency=1)
+        judge.start()
+        try:
+            assert judge.offer("rel", "canary", settings, "What is the capital of France?",
+                               "The capital of France is Paris.")
+            async with asyncio.timeout(300):
+                await judge.wait_idle()
+        finally:
+            await judge.stop()
+            await gw.aclose()
+
+    asyncio.run(grade())
+    print(f"judge verdict: {verdicts}")
+    assert len(verdicts) == 1
+    release, arm, score, error = verdicts[0]
+    assert (release, arm, error) == ("rel", "canary", None), verdicts
+    assert score in (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def test_zz_sigterm_stops_the_backend_and_leaves_no_process(backend: Backend) -> None:
