@@ -45,14 +45,14 @@ from console.actions import (
     visible_actions,
 )
 from console.contexts import Context, ContextError, default_operator
-from console.panes import AuditPane, EnginePane, KeysPane, Pane, ProvidersPane, RoutingPane
+from console.panes import AuditPane, EnginePane, KeysPane, Pane, ProvidersPane, ReleasesPane, RoutingPane
 from console.panes.keybar import KeyBar, KeyHint
 from console.screens import ActionCommands, Confirmation, ConfirmScreen, HelpRow, HelpScreen, context_badge
 from console.sources.engine import EngineClient
 from console.sources.gateway import GatewayClient
 from console.sources.poller import Health, Observed, Poller
 from console.text import clean
-from services.admin_api import GatewayState
+from services.admin_api import GatewayState, ReleaseList, ReleaseState
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +91,17 @@ SOURCES: tuple[Source, ...] = (
     Source("audit", lambda app: lambda: app.gateway.audit(limit=AUDIT_LIMIT), 2),
     Source("engine", lambda app: app.engine.metrics if app.engine is not None else None, 2),
     Source("keys", lambda app: app.gateway.keys, 2),
+    Source("releases", lambda app: app.gateway.releases),
 )
 PANES: tuple[PaneSpec, ...] = (  # in digit-key order: 1 jumps to the first
     PaneSpec("providers", ProvidersPane, "gateway", lambda app, pane, o, now: pane.show(o, app.history.trends(), now),
              wide=True, rows=4),
     PaneSpec("routing", RoutingPane, "gateway", lambda app, pane, o, now: pane.show(o, app.staged, now), rows=4),
     PaneSpec("engine", EnginePane, "engine", lambda app, pane, o, now: pane.show(o, now)),
-    PaneSpec("audit", AuditPane, "audit", lambda app, pane, o, now: pane.show(o, now), wide=True, rows=3),
+    PaneSpec("audit", AuditPane, "audit", lambda app, pane, o, now: pane.show(o, now), wide=True, rows=4),
     PaneSpec("client-keys", KeysPane, "keys", lambda app, pane, o, now: pane.show(o, now, time.time()), wide=True,
              rows=3),
+    PaneSpec("releases", ReleasesPane, "releases", lambda app, pane, o, now: pane.show(o, now), wide=True, rows=4),
 )
 PANE_IDS = tuple(spec.id for spec in PANES)
 NARROW_COLUMN = 48
@@ -350,7 +352,7 @@ class SwitchboardApp(App[int]):
             except Exception as exc:
                 log.exception("the %s pane could not show its %s snapshot", spec.id, source)
                 pane.show_health(observed, now, note=f"display failed: {type(exc).__name__}: {exc}")
-        if source == "gateway":
+        if source in ("gateway", "releases"):
             self._update_bindings()
 
     def _render_all(self) -> None:
@@ -440,15 +442,23 @@ class SwitchboardApp(App[int]):
             return None, self.query_one(ProvidersPane).selected_target
         return None, None
 
+    def selected_release(self) -> tuple[ReleaseState, int] | None:
+        listing: ReleaseList | None = self.snapshots["releases"].data if "releases" in self.snapshots else None
+        name = self.query_one(ReleasesPane).selected_release if self.active_pane == "releases" else None
+        release = next((r for r in listing.releases if r.spec.name == name), None) if listing and name else None
+        return None if release is None or listing is None else (release, listing.version)
+
     def action_state(self) -> ActionState:
         state = self.state
         pool, target = self.selection() if self._mounted else (None, None)
         drained = False
         if state is not None and target is not None:
             drained = next((t.drained for t in state.targets if t.name == target), False)
+        release = self.selected_release() if self._mounted else None
         return ActionState(readonly=self.readonly, selected_pool=pool, selected_target=target,
                            has_staged=self.staged is not None, target_drained=drained,
-                           state_loaded=state is not None)
+                           state_loaded=state is not None, release_phase=release[0].phase if release else None,
+                           release_aborted=bool(release and release[0].aborted))
 
     # ---- what may run ---------------------------------------------------------------------------
 
@@ -546,6 +556,7 @@ class SwitchboardApp(App[int]):
         navigation = [HelpRow(str(n), f"Jump to the {spec.title} pane") for n, spec in enumerate(PANES, 1)]
         navigation.append(HelpRow("shift+tab", "Focus the previous pane"))
         navigation.append(HelpRow("↑ ↓", "Select a row (Routing: the target +/- and d/u act on)"))
+        navigation.append(HelpRow("shift+↑ ↓", "Releases: scroll the selected release's detail"))
         self.push_screen(HelpScreen(rows, navigation, self.readonly))
 
     def open_palette(self) -> None:

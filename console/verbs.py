@@ -23,6 +23,9 @@ def add_context_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _context(args: argparse.Namespace) -> tuple[Context, str]:
+    if getattr(args, "gateway", None):  # a verb given the admin URL itself (``judge --gateway``): no config read
+        return Context(name="gateway", admin_url=args.gateway, token_env=args.token_env, engine_url=None), \
+            default_operator()
     config = load_console_config(args.config)
     return pick_context(config, args.context), config.operator or default_operator()
 

