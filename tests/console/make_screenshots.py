@@ -41,6 +41,11 @@ SHOTS = (
     Shot("console-providers-80x24", "Switchboard at 80x24: TTFT and total latency apart", size=(80, 24)),
     Shot("console-keys-80x24", "Switchboard at 80x24: client keys", size=(80, 24), keys=("5",)),
     Shot("console-injection", "Switchboard: escape sequences from a server, drawn harmless", app={"feed": "hostile"}),
+    Shot("console-releases", "Switchboard: canary releases", keys=("6",)),
+    Shot("console-release-abort-prod", "Switchboard: abort a release on a prod context", keys=("6", "down", "A"),
+         app={"prod": True}),
+    Shot("console-releases-80x24", "Switchboard at 80x24: a rolled-back release", size=(80, 24),
+         keys=("6", "down", "down")),
 )
 
 
