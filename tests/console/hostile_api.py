@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import threading
 
-from tests.console.sample_data import HOSTILE_ERROR, hostile_audit, hostile_keys, hostile_state
+from tests.console.sample_data import HOSTILE_ERROR, hostile_audit, hostile_keys, hostile_releases, hostile_state
 from tests.loopback import LoopbackServer, QuietHandler
 
 
 class HostileAdminAPI(LoopbackServer):
-    """``/admin/state`` and ``/admin/keys`` always answer; ``/admin/audit`` answers once, then fails with a
-    hostile error (so a pane shows both entries and the error); writes get 422 with a hostile message."""
+    """``/admin/state``, ``/admin/keys`` and ``/admin/releases`` always answer; ``/admin/audit`` answers once,
+    then fails with a hostile error (so a pane shows both entries and the error); writes get 422 with a hostile
+    message."""
 
     def __init__(self) -> None:
         self.audit_requests = 0
         lock = threading.Lock()
         api = self
-        pages = {"/admin/state": hostile_state, "/admin/keys": hostile_keys}
+        pages = {"/admin/state": hostile_state, "/admin/keys": hostile_keys, "/admin/releases": hostile_releases}
 
         class Handler(QuietHandler):
             def do_GET(self) -> None:

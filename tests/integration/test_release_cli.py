@@ -20,6 +20,7 @@ import yaml
 
 from services.admin_api import ReleaseList
 from tests.console.harness import NO_UPSTREAM
+from tests.console.hostile_api import HostileAdminAPI
 from tests.console.sample_data import gate, gateway_state, release_list
 from tests.gateway_harness import VIEWER_TOKEN, auth, fast_settings, free_port, openai_target
 from tests.loopback import LoopbackServer, QuietHandler
@@ -220,3 +221,15 @@ def test_judge_exit_codes(release_api: ReleaseAdminAPI) -> None:
 def test_judge_unreachable_is_2() -> None:
     result = switchboard("judge", "--gateway", f"http://127.0.0.1:{free_port()}", "--release", "x")
     assert result.returncode == 2 and "unreachable" in result.stderr
+
+
+@pytest.mark.parametrize("verb", [["release", "show", "sonnet-4-1"], ["judge", "--release", "sonnet-4-1"]])
+def test_server_strings_reach_the_terminal_escaped(tmp_path: Path, verb: list[str]) -> None:
+    with HostileAdminAPI() as api:
+        config = console_config(tmp_path / "console.yaml", api.url)
+        result = switchboard(*verb, "--config", str(config))
+    assert result.returncode in (0, 3), result.stderr
+    assert not any(ch in result.stdout + result.stderr for ch in "\x1b\x07\u202e")
+    if verb[0] == "release":
+        assert "rolled back␛[2J␛]0;PWNED␇" in result.stdout
+        assert "eve␛[H: gate␛]52;c;cGF5bG9hZA==␇<U+202E>" in result.stdout
