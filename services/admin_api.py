@@ -9,7 +9,16 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    model_serializer,
+    model_validator,
+)
 
 OPERATOR_HEADER = "x-switchboard-operator"
 
@@ -279,13 +288,28 @@ class AnalysisStep(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _one_of_steps(schema: dict[str, Any]) -> None:
+    """Describe a step as JSON Schema can check it: exactly one of the three keys, none of them null."""
+    variants = []
+    for key, prop in schema.pop("properties").items():
+        options = [option for option in prop.get("anyOf", [prop]) if option.get("type") != "null"]
+        variants.append({"type": "object", "required": [key], "properties": {key: options[0]},
+                         "additionalProperties": False})
+    schema.pop("additionalProperties", None)
+    schema["oneOf"] = variants
+
+
 class CanaryStep(BaseModel):
     """One step in Argo Rollouts' vocabulary: exactly one of ``setWeight``, ``pause``, ``analysis``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_of_steps)
     setWeight: json_int(0, 100) | None = None  # type: ignore[valid-type]
     pause: PauseStep | None = None
     analysis: AnalysisStep | None = None
+
+    @model_serializer(mode="wrap")
+    def _only_the_step(self, handler: Any) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if value is not None}
 
     @model_validator(mode="after")
     def _exactly_one(self) -> CanaryStep:
@@ -338,12 +362,6 @@ class ReleaseSpec(BaseModel):
     judge: JudgeSettings | None = None
     analysis_interval_s: float = Field(60.0, gt=0, le=86400, allow_inf_nan=False,
                                        description="how often the gates are evaluated while the release runs")
-
-    @model_validator(mode="after")
-    def _two_targets(self) -> ReleaseSpec:
-        if self.stable == self.canary:
-            raise ValueError("stable and canary must be different targets")
-        return self
 
 
 class ReleaseCreate(ReleaseSpec):

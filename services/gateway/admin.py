@@ -30,12 +30,18 @@ from services.admin_api import (
     KeyCreated,
     KeyList,
     KeyRecord,
+    ReleaseAction,
+    ReleaseChange,
+    ReleaseCreate,
+    ReleaseList,
+    ReleaseSpec,
+    ReleaseState,
     WeightsChange,
     unsafe_character,
 )
 from services.gateway.admin_gate import AdminGate
 from services.gateway.auth import Principal, TokenSet
-from services.gateway.control import ControlPlane, InvalidChange, UnknownName
+from services.gateway.control import ControlPlane, InvalidChange, Refused, UnknownName
 from services.gateway.errors import error_object
 from services.gateway.state.base import StaleVersion, StoreUnavailable
 from services.gateway.state_view import gateway_state
@@ -146,6 +152,13 @@ def _admin_api(control: ControlPlane, tokens: TokenSet) -> FastAPI:
             problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
         return _error(422, "; ".join(problems), "validation_error", first_field)
 
+    def stale_answer(stale: StaleVersion) -> JSONResponse:
+        by = stale.current.updated_by or "someone"
+        when = datetime.fromtimestamp(stale.current.updated_at or 0).astimezone().isoformat(timespec="seconds")
+        message = (f"state changed by {by} at {when} (now version {stale.current.version}): "
+                   "review the current state and retry")
+        return _error(409, message, "stale_version", "base_version", current=gateway_state(gw, control).model_dump())
+
     async def write(call, answer=None) -> GatewayState | JSONResponse:  # type: ignore[no-untyped-def]
         """Run a control-plane write; map its refusals to answers; answer with ``answer(result)`` or the state."""
         try:
@@ -154,13 +167,10 @@ def _admin_api(control: ControlPlane, tokens: TokenSet) -> FastAPI:
             return _error(404, str(exc), "not_found")
         except InvalidChange as exc:
             return _error(422, f"{exc.field}: {exc}", "validation_error", exc.field)
+        except Refused as exc:
+            return _error(409, str(exc), "refused", current=gateway_state(gw, control).model_dump())
         except StaleVersion as stale:
-            by = stale.current.updated_by or "someone"
-            when = datetime.fromtimestamp(stale.current.updated_at or 0).astimezone().isoformat(timespec="seconds")
-            message = (f"state changed by {by} at {when} (now version {stale.current.version}): "
-                       "review the current state and retry")
-            return _error(409, message, "stale_version", "base_version",
-                          current=gateway_state(gw, control).model_dump())
+            return stale_answer(stale)
         except StoreUnavailable as exc:
             return _error(503, f"state store unavailable, nothing changed: {exc}", "store_unavailable")
         return gateway_state(gw, control) if answer is None else answer(result)
@@ -253,5 +263,45 @@ def _admin_api(control: ControlPlane, tokens: TokenSet) -> FastAPI:
                          principal: Annotated[Principal, Depends(writer)]) -> KeyRecord | JSONResponse:
         return await write(control.delete_key(key_id, change.reason, principal.name, operator_of(request)),
                            key_answer)
+
+    # ---- canary releases -----------------------------------------------------------------------
+
+    @app.get("/admin/releases", response_model=ReleaseList, responses=responses)
+    async def list_releases(_: Annotated[Principal, Depends(reader)]) -> ReleaseList:
+        releases = [control.release(name) for name in control.state.releases]
+        return ReleaseList(version=control.state.version,
+                           releases=[await control.canary.state(release) for release in releases])
+
+    @app.get("/admin/releases/{name}", response_model=ReleaseState,
+             responses={**responses, 404: {"model": ErrorResponse}})
+    async def show_release(name: str, _: Annotated[Principal, Depends(reader)]) -> ReleaseState | JSONResponse:
+        if name not in control.state.releases:
+            return _error(404, f"unknown release '{name}'", "not_found")
+        return await control.canary.state(control.release(name))
+
+    async def release_answer(call) -> ReleaseState | JSONResponse:  # type: ignore[no-untyped-def]
+        try:
+            release = await call
+        except UnknownName as exc:
+            return _error(404, str(exc), "not_found")
+        except Refused as exc:
+            return _error(409, str(exc), "refused", current=gateway_state(gw, control).model_dump())
+        except StaleVersion as stale:
+            return stale_answer(stale)
+        except StoreUnavailable as exc:
+            return _error(503, f"state store unavailable, nothing changed: {exc}", "store_unavailable")
+        return await control.canary.state(release)
+
+    @app.post("/admin/releases", status_code=201, response_model=ReleaseState, responses=write_responses)
+    async def create_release(spec: ReleaseCreate, request: Request,
+                             principal: Annotated[Principal, Depends(writer)]) -> ReleaseState | JSONResponse:
+        fields = ReleaseSpec.model_validate(spec.model_dump(exclude={"reason"}))
+        return await release_answer(control.create_release(fields, spec.reason, principal.name, operator_of(request)))
+
+    @app.post("/admin/releases/{name}/{action}", response_model=ReleaseState, responses=write_responses)
+    async def release_action(name: str, action: ReleaseAction, change: ReleaseChange, request: Request,
+                             principal: Annotated[Principal, Depends(writer)]) -> ReleaseState | JSONResponse:
+        return await release_answer(control.release_action(name, action, change.base_version, change.reason,
+                                                           principal.name, operator_of(request)))
 
     return app

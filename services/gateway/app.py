@@ -43,6 +43,7 @@ async def _respond(send: Send, status: int, body: bytes, content_type: bytes = J
 
 
 ADMIN_PREFIX = "/admin"
+SESSION_HEADER = "x-switchboard-session"  # keeps a conversation on one arm of a canary release
 
 
 class GatewayApp:
@@ -121,7 +122,8 @@ class GatewayApp:
             payload = parse_request(endpoint, raw, gw.config.routes)
             route = payload["model"]
             gw.access.admit(client, route, headers)
-            plan = gw.router.plan(route, routing_context(headers, payload))
+            sticky = headers.get(SESSION_HEADER) or (client.id if client is not None else None)
+            plan = gw.router.plan(route, routing_context(headers, payload), sticky)
             guard.arm()
             serve = serve_stream if payload.get("stream") else serve_complete
             gw.metrics.child("in_flight", route).inc()

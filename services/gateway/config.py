@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from services.admin_api import ReleaseSpec
+
 ContextField = Literal["tier", "task", "quality", "latency_budget_ms", "estimated_tokens"]
 
 
@@ -218,6 +220,12 @@ class StateSettings(_Strict):
         return self
 
 
+class CanarySettings(_Strict):
+    tick_s: float = Field(1.0, gt=0, le=60, description="how often the lease holder looks at the releases")
+    lease_ttl_s: float = Field(5.0, gt=0, le=300, description="a lease holder silent this long is replaced")
+    publish_s: float = Field(1.0, gt=0, le=60, description="how often each replica publishes its arms' counts")
+
+
 class GatewayConfig(_Strict):
     server: Server = Server()
     admin: Admin = Admin()
@@ -230,6 +238,8 @@ class GatewayConfig(_Strict):
     targets: dict[str, Target] = Field(min_length=1)
     pools: dict[str, Pool] = Field(min_length=1)
     routes: dict[str, Route] = Field(min_length=1)
+    releases: list[ReleaseSpec] = Field([], description="canary releases to start (once) when the gateway starts")
+    canary: CanarySettings = CanarySettings()
 
     @model_validator(mode="after")
     def _references_exist(self) -> GatewayConfig:
@@ -247,6 +257,8 @@ class GatewayConfig(_Strict):
             for where, pool_name in named:
                 if pool_name is not None and pool_name not in self.pools:
                     problems.append(f"routes.{route_name}.{where}: unknown pool '{pool_name}'")
+        for i, release in enumerate(self.releases):
+            problems += [f"releases[{i}].{p}" for p in release_problems(self, release)]
         if self.auth.mode == "open" and not is_loopback(self.server.host):
             problems.append(f"auth.mode: 'open' is allowed only on a loopback listener, not server.host "
                             f"'{self.server.host}'; use mode 'keys'")
@@ -263,6 +275,21 @@ class GatewayConfig(_Strict):
         """A target whose key variable is named but unset is disabled (its cloud is not configured)."""
         target = self.targets[target_name]
         return target.api_key_env is None or self.api_key(target_name) is not None
+
+
+def release_problems(config: GatewayConfig, spec: ReleaseSpec) -> list[str]:
+    """What is wrong with a release for this configuration: its pool and targets must exist, both targets
+    must be in the pool, and a judge must be a known target."""
+    if spec.stable == spec.canary:
+        return [f"canary: '{spec.canary}' is the stable target too; a release replaces one target with another"]
+    pool = config.pools.get(spec.pool)
+    if pool is None:
+        return [f"pool: unknown pool '{spec.pool}'"]
+    problems = [f"{arm}: '{name}' is not a target of pool '{spec.pool}'"
+                for arm, name in (("stable", spec.stable), ("canary", spec.canary)) if name not in pool.targets]
+    if spec.judge is not None and spec.judge.target not in config.targets:
+        problems.append(f"judge.target: unknown target '{spec.judge.target}'")
+    return problems
 
 
 def is_loopback(host: str) -> bool:

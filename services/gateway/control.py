@@ -16,9 +16,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from services.admin_api import KeyCreate
-from services.gateway.config import GatewayConfig
+from services.admin_api import KeyCreate, ReleaseSpec
+from services.gateway.canary import ActionRefused, Release, act, start
+from services.gateway.canary_runtime import CanaryRuntime
+from services.gateway.config import GatewayConfig, release_problems
 from services.gateway.keys import SHOWN_PREFIX_LEN, ClientKey, KeyRing, generate_key, hash_key, new_key_id
+from services.gateway.routing import ActiveRelease
 from services.gateway.runtime import Gateway
 from services.gateway.state.base import AuditEntry, ControlState, StaleVersion, StateStore, StoreUnavailable
 
@@ -27,6 +30,10 @@ log = logging.getLogger("switchboard.control")
 
 class UnknownName(LookupError):
     """A pool or target the configuration does not have (404)."""
+
+
+class Refused(Exception):
+    """A change the current state does not allow (409): a release's phase, a name taken, a pool in a release."""
 
 
 class InvalidChange(ValueError):
@@ -60,6 +67,8 @@ class ControlPlane:
         self.state = ControlState()
         self._watcher: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
+        settings = gw.config.canary
+        self.canary = gw.canary = CanaryRuntime(self, settings.tick_s, settings.lease_ttl_s, settings.publish_s)
 
     @property
     def degraded(self) -> str | None:
@@ -73,8 +82,10 @@ class ControlPlane:
         except StoreUnavailable as exc:
             log.error("state store unavailable at start-up, serving the configured weights: %s", exc)
         self._watcher = asyncio.create_task(self.store.watch(self._on_change))
+        self.canary.start()
 
     async def stop(self) -> None:
+        await self.canary.stop()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -95,7 +106,18 @@ class ControlPlane:
                 log.warning("stored weights for pool %r ignored: not in the configuration", pool)
                 continue
             weights[pool].update({t: w for t, w in targets.items() if t in weights[pool]})
+        releases = {name: Release.from_dict(data) for name, data in state.releases.items()}
+        running: dict[str, ActiveRelease] = {}
+        for release in releases.values():
+            spec, arms = release.spec, weights.get(release.spec.pool)
+            if arms is None or spec.stable not in arms or spec.canary not in arms:
+                continue  # its pool or targets left the configuration
+            arms[spec.canary], arms[spec.stable] = release.status.weight, 100 - release.status.weight
+            if not release.finished:
+                running[spec.pool] = ActiveRelease(spec.name, spec.stable, spec.canary, release.status.weight,
+                                                   release.step_key)
         router.weights = weights
+        router.releases = running
         router.drained = {t for t in state.drained if t in config.targets}
         if state.keys is not self.state.keys:
             self.gw.access.ring = KeyRing(state.keys)
@@ -153,6 +175,10 @@ class ControlPlane:
     ) -> ControlState:
         def build(current: ControlState) -> tuple[ControlState, AuditEntry]:
             live = self._pool(pool)
+            active = self.gw.router.releases.get(pool)
+            if active is not None and {active.stable, active.canary} & set(weights):
+                raise Refused(f"pool '{pool}' is in release '{active.name}': its arms' weights follow the release's "
+                              "steps (promote, pause or abort the release instead)")
             unknown = sorted(set(weights) - set(live))
             if unknown:
                 raise UnknownName(f"pool '{pool}' has no target {', '.join(repr(t) for t in unknown)}")
@@ -235,3 +261,85 @@ class ControlPlane:
 
         await self._write(None, build)
         return deleted
+
+    # ---- canary releases -----------------------------------------------------------------------
+
+    @staticmethod
+    def _release_entry(state: ControlState, actor: str, operator: str | None, action: str, before: Release | None,
+                       after: Release, reason: str) -> AuditEntry:
+        def summary(release: Release | None) -> dict[str, object] | None:
+            if release is None:
+                return None
+            s = release.status
+            return {"phase": s.phase, "step": s.step_index, "weight": s.weight}
+
+        return ControlPlane._entry(state, actor, operator, action, after.spec.name, reason, summary(before),
+                                   summary(after))
+
+    async def create_release(self, spec: ReleaseSpec, reason: str, actor: str, operator: str | None,
+                             only_if_missing: bool = False) -> Release:
+        problems = release_problems(self.gw.config, spec)
+        if spec.stable == spec.canary:
+            raise Refused("; ".join(problems))
+        if problems:
+            raise UnknownName("; ".join(problems))
+
+        def build(current: ControlState) -> tuple[ControlState, AuditEntry]:
+            if spec.name in current.releases:
+                raise Refused(f"a release named '{spec.name}' exists")
+            for data in current.releases.values():
+                other = Release.from_dict(data)
+                if other.spec.pool == spec.pool and not other.finished:
+                    raise Refused(f"pool '{spec.pool}' is already in release '{other.spec.name}' "
+                                  f"({other.status.phase})")
+            release = start(spec, time.time(), operator or actor)
+            state = self._next(current, actor, operator, releases={**current.releases, spec.name: release.to_dict()})
+            return state, self._release_entry(state, actor, operator, "release_create", None, release, reason)
+
+        try:
+            committed = await self._write(None, build)
+        except Refused:
+            if only_if_missing and spec.name in self.state.releases:
+                return Release.from_dict(self.state.releases[spec.name])
+            raise
+        return Release.from_dict(committed.releases[spec.name])
+
+    def release(self, name: str) -> Release:
+        data = self.state.releases.get(name)
+        if data is None:
+            raise UnknownName(f"unknown release '{name}'")
+        return Release.from_dict(data)
+
+    async def release_action(self, name: str, action: str, base_version: int, reason: str, actor: str,
+                             operator: str | None) -> Release:
+        """An operator's promote, promote-full, pause, resume, abort or retry, on the version they read."""
+        self.release(name)
+
+        def build(current: ControlState) -> tuple[ControlState, AuditEntry]:
+            before = Release.from_dict(current.releases[name])
+            try:
+                after = act(before, action, time.time(), operator or actor, reason)
+            except ActionRefused as exc:
+                raise Refused(str(exc)) from None
+            state = self._next(current, actor, operator, releases={**current.releases, name: after.to_dict()})
+            return state, self._release_entry(state, actor, operator, f"release_{action}", before, after, reason)
+
+        committed = await self._write(base_version, build)
+        return Release.from_dict(committed.releases[name])
+
+    async def move_release(self, seen: Release, moved: Release) -> None:
+        """The controller's transition, committed only if the release is still as it was evaluated (an
+        operator's action in between wins)."""
+        name = seen.spec.name
+
+        def build(current: ControlState) -> tuple[ControlState, AuditEntry]:
+            if current.releases.get(name) != seen.to_dict():
+                raise Refused("the release changed while it was evaluated")
+            state = self._next(current, "controller", None, releases={**current.releases, name: moved.to_dict()})
+            action = "release_rollback" if moved.status.phase == "Degraded" else "release_step"
+            return state, self._release_entry(state, "controller", None, action, seen, moved, moved.status.message)
+
+        try:
+            await self._write(None, build)
+        except Refused:
+            log.info("release %s changed under the controller; it looks again next tick", name)

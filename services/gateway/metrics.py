@@ -91,6 +91,16 @@ class GatewayMetrics:
             "switchboard_tier_claims_ignored", "Tier headers ignored because they claimed more than the key's tier",
             registry=r,
         )
+        self.release_weight = Gauge("switchboard_release_canary_weight", "Canary weight (%) a release applies",
+                                    ["release"], registry=r)
+        self.release_phase = Gauge(
+            "switchboard_release_phase", "Release phase: 0 Progressing, 1 Paused, 2 Degraded, 3 Healthy",
+            ["release"], registry=r,
+        )
+        self.release_requests = Counter(
+            "switchboard_release_requests", "Upstream attempts on a release's arms by outcome",
+            ["release", "arm", "outcome"], registry=r,
+        )
         self.weight = Gauge("switchboard_routing_weight", "Configured weight of a target in a pool",
                             ["pool", "target"], registry=r)
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from services.gateway.context import ContextError, RoutingContext
 from services.gateway.errors import FINAL_STATUS, ClientStalled, RequestError, error_body
-from services.gateway.health import ErrorClass
+from services.gateway.health import UNHEALTHY, ErrorClass
 from services.gateway.keys import ClientKey
 from services.gateway.metrics import status_class
 from services.gateway.providers.base import Endpoint, StreamChunk, UpstreamError, UpstreamStream, Usage
@@ -70,7 +70,7 @@ class Deadline:
             raise RequestDeadline
 
 
-def _record_usage(gw: Gateway, outcome: Outcome, target: str, usage: Usage | None) -> None:
+def _record_usage(gw: Gateway, outcome: Outcome, pool: str, target: str, usage: Usage | None) -> None:
     if usage is None:
         return
     provider = gw.config.targets[target].provider
@@ -80,6 +80,7 @@ def _record_usage(gw: Gateway, outcome: Outcome, target: str, usage: Usage | Non
     cost = usage.prompt_tokens / 1000 * price.input_per_1k + usage.completion_tokens / 1000 * price.output_per_1k
     if cost:
         gw.metrics.child("cost", target).inc(cost)
+    gw.canary.observe_cost(pool, target, cost)
     if outcome.client is not None:
         gw.meter.record(outcome.client, usage.prompt_tokens + usage.completion_tokens, cost)
 
@@ -103,6 +104,8 @@ def _record_failure(gw: Gateway, pool: str, target: str, err: UpstreamError) -> 
     status = status_class(err.status) if err.status else "none"
     gw.metrics.child("attempts", pool, target, provider, status).inc()
     gw.metrics.child("errors", target, provider, err.error_class.value).inc()
+    if err.error_class in UNHEALTHY:  # the caller's own mistakes say nothing about a release's arm
+        gw.canary.observe_failure(pool, target)
 
 
 def _record_success(gw: Gateway, pool: str, target: str, total_s: float) -> None:
@@ -111,6 +114,7 @@ def _record_success(gw: Gateway, pool: str, target: str, total_s: float) -> None
     provider = gw.config.targets[target].provider
     gw.metrics.child("attempts", pool, target, provider, "2xx").inc()
     gw.metrics.child("upstream_latency", target, provider).observe(total_s)
+    gw.canary.observe_success(pool, target, total_s)
 
 
 def failure_status(err: UpstreamError) -> int:
@@ -278,7 +282,7 @@ async def serve_complete(
         outcome.upstream_s += elapsed
         outcome.target = target
         _record_success(gw, pool, target, elapsed)
-        _record_usage(gw, outcome, target, result.usage)
+        _record_usage(gw, outcome, pool, target, result.usage)
         return result.body
 
     try:
@@ -403,7 +407,7 @@ async def _relay(gw: Gateway, attempts: AttemptLoop, opened: _OpenStream, outcom
         raise
     finally:
         await stream.aclose()
-    _record_usage(gw, outcome, target, stream.usage)
+    _record_usage(gw, outcome, pool, target, stream.usage)
     if failure is None:
         _record_success(gw, pool, target, perf_counter() - opened.t0)
         await _send_by(send, {"type": "http.response.body", "body": DONE}, loop.time() + timeouts.stall_s)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from services.gateway.canary import assign_arm
 from services.gateway.config import Comparison, GatewayConfig, PoolRequirement, Rule
 from services.gateway.context import RoutingContext
 from services.gateway.health import TargetHealth
@@ -70,6 +71,17 @@ class Plan:
     forced: bool = False  # every target was unavailable: this is the least-bad one
 
 
+@dataclass(frozen=True)
+class ActiveRelease:
+    """A running canary release in a pool: its arms, the canary weight, and the window it is counting."""
+
+    name: str
+    stable: str
+    canary: str
+    weight: int
+    step_key: str
+
+
 class NoTargetError(Exception):
     """Nothing in the route's pools can take the request (all disabled, drained or weighted 0)."""
 
@@ -90,6 +102,7 @@ class Router:
         self.clock = clock
         self.weights: dict[str, dict[str, int]] = {name: dict(pool.targets) for name, pool in config.pools.items()}
         self.drained: set[str] = set()
+        self.releases: dict[str, ActiveRelease] = {}  # pool -> its running release
         self._rules = {
             name: tuple(CompiledRule.build(rule) for rule in route.rules or ())
             for name, route in config.routes.items()
@@ -166,7 +179,21 @@ class Router:
                     break
         return ordered
 
-    def plan(self, route: str, ctx: RoutingContext) -> Plan:
+    def _release_order(self, pool: str, healthy: list[tuple[str, int]], sticky: str | None) -> list[str]:
+        """The weighted order, except that a running release's arms are not drawn by weight: the request's
+        sticky key picks its arm (first), and the other arm comes last, as the fallback."""
+        active = self.releases.get(pool)
+        names = {t for t, _ in healthy}
+        if active is None or active.stable not in names or active.canary not in names:
+            return self._weighted_order(healthy)
+        arm = assign_arm(active.name, sticky, active.weight, self.rng.random())
+        chosen, other = (active.canary, active.stable) if arm == "canary" else (active.stable, active.canary)
+        merged = [(t, w) for t, w in healthy if t != other]
+        ordered = self._weighted_order([(t, 100 if t == chosen else w) for t, w in merged])
+        return [*ordered, other]
+
+    def plan(self, route: str, ctx: RoutingContext, sticky: str | None = None) -> Plan:
+        """``sticky`` (the client key or the session header) keeps a caller on one arm of a release."""
         now = self.clock()
         pool, rule = self.choose_pool(route, ctx, now)
         chain = [pool, *(p for p in self.config.routes[route].fallback if p != pool)]
@@ -177,7 +204,7 @@ class Router:
             in_service = [(t, w) for t, w in self._in_service(pool_name) if t not in seen]
             considered += [(pool_name, t) for t, _ in in_service]
             healthy = [(t, w) for t, w in in_service if self.health[t].available(now)]
-            for target in self._weighted_order(healthy):
+            for target in self._release_order(pool_name, healthy, sticky):
                 attempts.append((pool_name, target))
                 seen.add(target)
             seen.update(t for t, _ in in_service)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from services.gateway.access import Access
 from services.gateway.config import GatewayConfig
@@ -13,6 +14,9 @@ from services.gateway.providers.base import Provider
 from services.gateway.routing import Router
 from services.gateway.state.base import StateStore
 from services.gateway.usage import UsageMeter
+
+if TYPE_CHECKING:
+    from services.gateway.canary_runtime import CanaryRuntime
 
 
 def build_provider(name: str, config: GatewayConfig) -> Provider:
@@ -38,6 +42,7 @@ class Gateway:
         self.metrics.set_weights(self.router.weights)
         self.meter = UsageMeter(store)
         self.access = Access(config.auth.mode, self.meter, self.metrics)
+        self.canary: CanaryRuntime  # set by the control plane, which the release controller writes through
         self.providers: dict[str, Provider] = {}
         self.in_flight = 0
 

@@ -24,6 +24,10 @@ parameters = { pool = "split" }
 [[operations]]
 include-path-regex = "^/admin/targets/"
 parameters = { target = "a" }
+
+[[operations]]
+include-path-regex = "^/admin/releases/"
+parameters = { name = "chat-v2" }
 """
 
 
@@ -35,6 +39,9 @@ def test_the_admin_api_meets_its_own_openapi_document(tmp_path: Path) -> None:
         "targets": {"a": openai_target("http://127.0.0.1:9", "model-a"), "b": openai_target("http://127.0.0.1:9")},
         "pools": {"split": {"targets": {"a": 50, "b": 50}}},
         "routes": {"r": {"pool": "split"}},
+        "releases": [{"name": "chat-v2", "pool": "split", "stable": "a", "canary": "b",
+                      "steps": [{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}]}],
+        "canary": {"tick_s": 0.2},
     }
     settings = tmp_path / "schemathesis.toml"
     settings.write_text(SCHEMATHESIS_CONFIG)

@@ -286,6 +286,10 @@ def test_a_replica_that_is_behind_does_not_write_over_newer_state(standin, tmp_p
             watcher = two.app.control._watcher
             assert watcher is not None
             watcher.get_loop().call_soon_threadsafe(watcher.cancel)
+            deadline = time.monotonic() + 5
+            while not watcher.done():  # cancelled on its own loop's thread: wait until it has stopped
+                assert time.monotonic() < deadline, "the watcher did not stop"
+                time.sleep(0.01)
             first = httpx.post(f"{one.url}/admin/targets/big/drain", headers=auth(), json={"reason": "one"})
             assert first.json()["version"] == 1
             assert two.state()["version"] == 0  # behind: it never heard of version 1

@@ -28,6 +28,7 @@ class ControlState:
     updated_at: float | None = None
     updated_by: str | None = None
     keys: dict[str, ClientKey] = field(default_factory=dict)
+    releases: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> canary.Release.to_dict()
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -46,6 +47,7 @@ class ControlState:
                 updated_at=data.get("updated_at"),
                 updated_by=data.get("updated_by"),
                 keys={key_id: ClientKey.from_dict(key) for key_id, key in data.get("keys", {}).items()},
+                releases=dict(data.get("releases", {})),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a control state document: {type(exc).__name__}: {exc}") from None
@@ -142,6 +144,20 @@ class StateStore(abc.ABC):
     ) -> dict[str, UsageTotals]:
         """Add client-key usage counted by this replica and return every replica's totals for ``reads``.
         Per-minute counters expire after a few minutes; spend is kept. May raise StoreUnavailable."""
+
+    @abc.abstractmethod
+    async def publish(self, channel: str, member: str, doc: str, ttl_s: float) -> None:
+        """Set ``member``'s document in ``channel`` (each replica publishes its own; they expire after
+        ``ttl_s`` unless published again). May raise StoreUnavailable."""
+
+    @abc.abstractmethod
+    async def gather(self, channel: str) -> dict[str, str]:
+        """Every member's live document in ``channel``."""
+
+    @abc.abstractmethod
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew the lease ``name`` for ``ttl_s``: True when ``holder`` holds it now. A lease whose
+        holder stopped renewing lapses after ``ttl_s`` and the next asker gets it."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
+import math
 import re
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -75,6 +78,16 @@ redis.call('PUBLISH', ARGV[4], ARGV[5])
 return {1, ARGV[2]}
 """
 
+# KEYS: the lease. ARGV: holder, ttl in ms. Takes a free or lapsed lease, renews one the holder has.
+_LEASE_LUA = """
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
 _PASSWORD = re.compile(r"(?P<head>://[^:/@]*:)[^@/]*@")
 
 
@@ -116,6 +129,7 @@ class RedisStore(StateStore):
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self._commit_script = self._client.register_script(_COMMIT_LUA)
+        self._lease_script = self._client.register_script(_LEASE_LUA)
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -303,6 +317,30 @@ class RedisStore(StateStore):
             totals[read.key_id] = UsageTotals(int(previous[0] or 0), int(previous[1] or 0), int(current[0] or 0),
                                               int(current[1] or 0), float(spent or 0.0))
         return totals
+
+    async def publish(self, channel: str, member: str, doc: str, ttl_s: float) -> None:
+        """A hash per channel; each member's field carries its own expiry time, so a replica that stopped
+        publishing drops out even while the others keep the hash alive."""
+        name = f"{self.prefix}:shared:{channel}"
+        envelope = json.dumps({"until": time.time() + ttl_s, "doc": doc})
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hset(name, member, envelope)
+        pipe.expire(name, max(1, math.ceil(ttl_s)))
+        await self._call(pipe.execute())
+
+    async def gather(self, channel: str) -> dict[str, str]:
+        raw = await self._call(self._client.hgetall(f"{self.prefix}:shared:{channel}"))
+        now, live = time.time(), {}
+        for member, envelope in raw.items():
+            data = json.loads(envelope)
+            if data["until"] >= now:
+                live[_text(member)] = data["doc"]
+        return live
+
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        taken = await self._call(self._lease_script(keys=[f"{self.prefix}:lease:{name}"],
+                                                    args=[holder, max(1, int(ttl_s * 1000))]))
+        return bool(int(taken))
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -12,6 +12,8 @@ import contextlib
 import inspect
 import logging
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,6 +55,21 @@ CREATE TABLE IF NOT EXISTS key_usage (
 );
 """
 
+SHARED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS shared (
+    channel TEXT NOT NULL,
+    member TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (channel, member)
+);
+CREATE TABLE IF NOT EXISTS lease (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+
 #: Minute counters older than this many minutes are deleted when usage is synced.
 KEEP_MINUTES = 5
 
@@ -62,7 +79,8 @@ class SQLiteStore(StateStore):
         self.path = Path(path)
         self.poll_s = poll_s
         self.degraded = None
-        self._usage_conn: sqlite3.Connection | None = None
+        self._side_conn: sqlite3.Connection | None = None
+        self._side_lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
@@ -84,7 +102,7 @@ class SQLiteStore(StateStore):
         conn = self._connect()
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(SCHEMA)
+            conn.executescript(SCHEMA + SHARED_SCHEMA)
         finally:
             conn.close()
 
@@ -132,15 +150,23 @@ class SQLiteStore(StateStore):
             if own:
                 conn.close()
 
-    def _usage_connection(self) -> sqlite3.Connection:
-        """The usage sync's own connection, kept open: it runs four times a second, and opening a connection
-        costs more than the sync. synchronous=NORMAL: on power loss usage may lose its last second, never
-        more; a process crash loses nothing. The meter never runs two syncs at once."""
-        if self._usage_conn is None:
-            conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._usage_conn = conn
-        return self._usage_conn
+    @contextlib.contextmanager
+    def _side_connection(self) -> Iterator[sqlite3.Connection]:
+        """The connection for the frequent small writes beside the state (usage, shared documents, leases),
+        kept open: they run several times a second, and opening a connection costs more than they do.
+        synchronous=NORMAL: on power loss they may lose their last second, never more; a process crash loses
+        nothing. One user at a time (the lock); after an error the next user gets a fresh connection."""
+        with self._side_lock:
+            if self._side_conn is None:
+                conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA synchronous=NORMAL")
+                self._side_conn = conn
+            try:
+                yield self._side_conn
+            except sqlite3.Error:
+                self._side_conn.close()
+                self._side_conn = None
+                raise
 
     def _commit(self, base_version: int, state: ControlState, entry: AuditEntry) -> ControlState:
         with self._transaction() as conn:
@@ -198,11 +224,8 @@ class SQLiteStore(StateStore):
             await asyncio.sleep(self.poll_s)
 
     def _sync_usage(self, counts: CountDeltas, spend: SpendDeltas, reads: list[UsageRead]) -> dict[str, UsageTotals]:
-        try:
-            return self._sync_usage_on(self._usage_connection(), counts, spend, reads)
-        except sqlite3.Error:
-            self._close_usage_connection()  # a fresh one next time (the file may have been replaced)
-            raise
+        with self._side_connection() as conn:
+            return self._sync_usage_on(conn, counts, spend, reads)
 
     def _sync_usage_on(self, conn: sqlite3.Connection, counts: CountDeltas, spend: SpendDeltas,
                        reads: list[UsageRead]) -> dict[str, UsageTotals]:
@@ -235,10 +258,44 @@ class SQLiteStore(StateStore):
     ) -> dict[str, UsageTotals]:
         return await self._run(self._sync_usage, counts, spend, reads)
 
-    def _close_usage_connection(self) -> None:
-        if self._usage_conn is not None:
-            self._usage_conn.close()
-            self._usage_conn = None
+    def _publish(self, channel: str, member: str, doc: str, ttl_s: float) -> None:
+        now = time.time()
+        with self._side_connection() as side, self._transaction(side) as conn:
+            conn.execute("INSERT INTO shared (channel, member, doc, expires_at) VALUES (?, ?, ?, ?) "
+                         "ON CONFLICT DO UPDATE SET doc = excluded.doc, expires_at = excluded.expires_at",
+                         (channel, member, doc, now + ttl_s))
+            conn.execute("DELETE FROM shared WHERE expires_at < ?", (now,))
+
+    async def publish(self, channel: str, member: str, doc: str, ttl_s: float) -> None:
+        await self._run(self._publish, channel, member, doc, ttl_s)
+
+    def _gather(self, channel: str) -> dict[str, str]:
+        with self._side_connection() as conn:
+            rows = conn.execute("SELECT member, doc FROM shared WHERE channel = ? AND expires_at >= ?",
+                                (channel, time.time()))
+            return dict(rows.fetchall())
+
+    async def gather(self, channel: str) -> dict[str, str]:
+        return await self._run(self._gather, channel)
+
+    def _acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        now = time.time()
+        with self._side_connection() as side, self._transaction(side) as conn:
+            row = conn.execute("SELECT holder, expires_at FROM lease WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] != holder and row[1] >= now:
+                return False
+            conn.execute("INSERT INTO lease (name, holder, expires_at) VALUES (?, ?, ?) ON CONFLICT DO UPDATE "
+                         "SET holder = excluded.holder, expires_at = excluded.expires_at", (name, holder, now + ttl_s))
+            return True
+
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        return await self._run(self._acquire_lease, name, holder, ttl_s)
+
+    def _close_side_connection(self) -> None:
+        with self._side_lock:
+            if self._side_conn is not None:
+                self._side_conn.close()
+                self._side_conn = None
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._close_usage_connection)
+        await asyncio.to_thread(self._close_side_connection)
