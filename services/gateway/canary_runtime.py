@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from services.admin_api import GateResult, ReleaseSpec, ReleaseState
 from services.gateway.canary import ArmWindow, Release, advance, evaluate
+from services.gateway.judge import DROPPED
 from services.gateway.state.base import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -50,25 +51,29 @@ class CanaryRuntime:
 
     # ---- counting (hot path: dict lookups only) --------------------------------------------------------
 
-    def _arm_window(self, pool: str, target: str) -> ArmWindow | None:
+    def _arm_window(self, pool: str, target: str, outcome: str | None = None) -> ArmWindow | None:
+        """The window ``target`` counts in when it is an arm of the release running in ``pool``; with an
+        ``outcome``, the per-arm requests metric counts it too."""
         active = self.gw.router.releases.get(pool)
         if active is None:
             return None
         arm = "canary" if target == active.canary else "stable" if target == active.stable else None
         if arm is None:
             return None
+        if outcome is not None:
+            self.gw.metrics.child("release_requests", active.name, arm, outcome).inc()
         windows = self._windows.get(active.step_key)
         if windows is None:
             windows = self._windows[active.step_key] = {"stable": ArmWindow(), "canary": ArmWindow()}
         return windows[arm]
 
     def observe_success(self, pool: str, target: str, total_s: float) -> None:
-        window = self._arm_window(pool, target)
+        window = self._arm_window(pool, target, "success")
         if window is not None:
             window.success(total_s)
 
     def observe_failure(self, pool: str, target: str) -> None:
-        window = self._arm_window(pool, target)
+        window = self._arm_window(pool, target, "failure")
         if window is not None:
             window.failure()
 
@@ -84,7 +89,7 @@ class CanaryRuntime:
         if windows is None:
             return
         window = windows[arm]
-        if error == "dropped":
+        if error == DROPPED:
             window.judge_dropped += 1
         elif error is not None or score is None:
             window.judge_errors += 1

@@ -20,6 +20,7 @@ from services.admin_api import KeyCreate, ReleaseSpec
 from services.gateway.canary import ActionRefused, Release, act, start
 from services.gateway.canary_runtime import CanaryRuntime
 from services.gateway.config import GatewayConfig, release_problems
+from services.gateway.judge import Judge
 from services.gateway.keys import SHOWN_PREFIX_LEN, ClientKey, KeyRing, generate_key, hash_key, new_key_id
 from services.gateway.routing import ActiveRelease
 from services.gateway.runtime import Gateway
@@ -69,6 +70,7 @@ class ControlPlane:
         self._write_lock = asyncio.Lock()
         settings = gw.config.canary
         self.canary = gw.canary = CanaryRuntime(self, settings.tick_s, settings.lease_ttl_s, settings.publish_s)
+        self.judge = gw.judge = Judge(gw, self.canary.observe_verdict)
 
     @property
     def degraded(self) -> str | None:
@@ -83,8 +85,10 @@ class ControlPlane:
             log.error("state store unavailable at start-up, serving the configured weights: %s", exc)
         self._watcher = asyncio.create_task(self.store.watch(self._on_change))
         self.canary.start()
+        self.judge.start()
 
     async def stop(self) -> None:
+        await self.judge.stop()
         await self.canary.stop()
         if self._watcher is not None:
             self._watcher.cancel()
@@ -115,7 +119,7 @@ class ControlPlane:
             arms[spec.canary], arms[spec.stable] = release.status.weight, 100 - release.status.weight
             if not release.finished:
                 running[spec.pool] = ActiveRelease(spec.name, spec.stable, spec.canary, release.status.weight,
-                                                   release.step_key)
+                                                   release.step_key, spec.judge)
         router.weights = weights
         router.releases = running
         router.drained = {t for t in state.drained if t in config.targets}

@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
+from services.admin_api import JudgeSettings
 from services.gateway.context import ContextError, RoutingContext
 from services.gateway.errors import FINAL_STATUS, ClientStalled, RequestError, error_body
 from services.gateway.health import UNHEALTHY, ErrorClass
+from services.gateway.judge import StreamText, answer_text, request_text
 from services.gateway.keys import ClientKey
 from services.gateway.metrics import status_class
 from services.gateway.providers.base import Endpoint, StreamChunk, UpstreamError, UpstreamStream, Usage
@@ -50,6 +52,7 @@ class Outcome:
     last_error: UpstreamError | None = None
     tried: list[str] = field(default_factory=list)
     client: ClientKey | None = None  # the calling client key, charged for tokens and spend
+    pool: str | None = None  # the pool of the attempt that answered
 
 
 class RequestDeadline(Exception):
@@ -280,7 +283,7 @@ async def serve_complete(
             raise UpstreamError(ErrorClass.TIMEOUT, f"no answer within {timeouts.total_s:g} s") from None
         elapsed = perf_counter() - t0
         outcome.upstream_s += elapsed
-        outcome.target = target
+        outcome.target, outcome.pool = target, pool
         _record_success(gw, pool, target, elapsed)
         _record_usage(gw, outcome, pool, target, result.usage)
         return result.body
@@ -290,7 +293,22 @@ async def serve_complete(
         status = 200
     except UpstreamError:
         status, body = final_error(outcome)
-    return await _send_json(gw, plan, outcome, send, started, status, body)
+    status = await _send_json(gw, plan, outcome, send, started, status, body)
+    if status == 200 and outcome.pool is not None and outcome.target is not None:
+        sample = _judge_sample(gw, outcome.pool, outcome.target)
+        if sample is not None:  # after the answer went out: judging never delays it
+            gw.judge.offer(*sample, request_text(endpoint, payload), answer_text(endpoint, body))
+    return status
+
+
+def _judge_sample(gw: Gateway, pool: str, target: str) -> tuple[str, str, JudgeSettings] | None:
+    """(window, arm, settings) when this answer, from an arm of a release that grades, is sampled."""
+    active = gw.router.releases.get(pool)
+    if active is None or active.judge is None or target not in (active.stable, active.canary):
+        return None
+    if not gw.judge.should_sample(active.judge):
+        return None
+    return active.step_key, "canary" if target == active.canary else "stable", active.judge
 
 
 async def _send_by(send: Send, message: dict[str, Any], deadline: float) -> None:
@@ -362,13 +380,13 @@ async def serve_stream(
     gw.metrics.child("overhead", plan.route).observe(overhead)
     head = _headers(outcome, overhead * 1000, b"text/event-stream", [(b"cache-control", b"no-cache")])
     try:
-        return await _relay(gw, attempts, opened, outcome, payload, send, head)
+        return await _relay(gw, endpoint, attempts, opened, outcome, payload, send, head)
     except ClientStalled:
         gw.metrics.child("client_write_timeouts", plan.route).inc()
         raise
 
 
-async def _relay(gw: Gateway, attempts: AttemptLoop, opened: _OpenStream, outcome: Outcome,
+async def _relay(gw: Gateway, endpoint: Endpoint, attempts: AttemptLoop, opened: _OpenStream, outcome: Outcome,
                  payload: dict[str, Any], send: Send, head: list) -> int:
     """Forward a stream chunk by chunk. Returns the status for the requests metric: 200, or for a
     stream that failed after its first byte the status of its failure (the client saw 200 and an
@@ -379,10 +397,14 @@ async def _relay(gw: Gateway, attempts: AttemptLoop, opened: _OpenStream, outcom
     timeouts = gw.config.targets[target].timeouts
     total = opened.total
     failure: UpstreamError | None = None
+    sample = _judge_sample(gw, pool, target)
+    text = StreamText() if sample is not None else None  # the answer's text is kept only for a sampled stream
     try:
         await _send_by(send, {"type": "http.response.start", "status": 200, "headers": head},
                        min(loop.time() + timeouts.stall_s, total.at))
         while chunk is not None:
+            if text is not None:
+                text.feed(chunk.data)
             if include_usage or not chunk.usage_only:
                 await _send_by(send, {"type": "http.response.body", "body": b"data: " + chunk.data + b"\n\n",
                                       "more_body": True}, min(loop.time() + timeouts.stall_s, total.at))
@@ -411,6 +433,8 @@ async def _relay(gw: Gateway, attempts: AttemptLoop, opened: _OpenStream, outcom
     if failure is None:
         _record_success(gw, pool, target, perf_counter() - opened.t0)
         await _send_by(send, {"type": "http.response.body", "body": DONE}, loop.time() + timeouts.stall_s)
+        if sample is not None and text is not None:
+            gw.judge.offer(*sample, request_text(endpoint, payload), text.text())
         return 200
     event = {"error": {"message": f"upstream failed mid-stream: {failure.message}", "type": "upstream_error",
                        "param": None, "code": failure.error_class.value}}

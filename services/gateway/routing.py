@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from services.admin_api import JudgeSettings
 from services.gateway.canary import assign_arm
 from services.gateway.config import Comparison, GatewayConfig, PoolRequirement, Rule
 from services.gateway.context import RoutingContext
@@ -80,6 +81,7 @@ class ActiveRelease:
     canary: str
     weight: int
     step_key: str
+    judge: JudgeSettings | None = None  # set when the release grades its arms' answers
 
 
 class NoTargetError(Exception):

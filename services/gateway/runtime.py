@@ -17,6 +17,7 @@ from services.gateway.usage import UsageMeter
 
 if TYPE_CHECKING:
     from services.gateway.canary_runtime import CanaryRuntime
+    from services.gateway.judge import Judge
 
 
 def build_provider(name: str, config: GatewayConfig) -> Provider:
@@ -43,6 +44,7 @@ class Gateway:
         self.meter = UsageMeter(store)
         self.access = Access(config.auth.mode, self.meter, self.metrics)
         self.canary: CanaryRuntime  # set by the control plane, which the release controller writes through
+        self.judge: Judge  # likewise: its verdicts go to the canary's windows
         self.providers: dict[str, Provider] = {}
         self.in_flight = 0
 
