@@ -91,7 +91,7 @@ def start(spec: ReleaseSpec, now: float, actor: str) -> Release:
 def _moved(status: ReleaseStatus, phase: ReleasePhase, step_index: int, now: float, reason: str, actor: str,
            **changes: Any) -> ReleaseStatus:
     transition = Transition(time=now, phase=phase, step_index=step_index, reason=reason, actor=actor)
-    new_step = step_index != status.step_index or changes.pop("restart_step", False)
+    new_step = changes.pop("restart_step", False) or step_index != status.step_index
     return replace(status, phase=phase, step_index=step_index, message=reason,
                    step_started_at=now if new_step else status.step_started_at,
                    history=((transition, *status.history))[:HISTORY_LIMIT], **changes)
