@@ -50,6 +50,9 @@ class Target(_Strict):
     )
     timeouts: Timeouts = Timeouts()
     price: Price = Price()
+    system_prompt: str | None = Field(
+        None, description="put first in every chat request sent here: a prompt version, released like a model",
+    )
     max_connections: int = Field(256, ge=1)
     client: Literal["direct", "sdk"] = Field(
         "direct",

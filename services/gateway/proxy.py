@@ -27,6 +27,7 @@ from time import perf_counter
 from typing import Any
 
 from services.admin_api import JudgeSettings
+from services.gateway.config import Target
 from services.gateway.context import ContextError, RoutingContext
 from services.gateway.errors import FINAL_STATUS, ClientStalled, RequestError, error_body
 from services.gateway.health import UNHEALTHY, ErrorClass
@@ -272,7 +273,7 @@ async def serve_complete(
     async def attempt(pool: str, target: str) -> bytes:
         provider = gw.provider(target)
         timeouts = gw.config.targets[target].timeouts
-        body = {**payload, "model": gw.config.targets[target].model}
+        body = upstream_body(gw.config.targets[target], endpoint, payload)
         t0 = perf_counter()
         deadline = attempts.deadline_for(timeouts.total_s)
         try:
@@ -299,6 +300,14 @@ async def serve_complete(
         if sample is not None:  # after the answer went out: judging never delays it
             gw.judge.offer(*sample, request_text(endpoint, payload), answer_text(endpoint, body))
     return status
+
+
+def upstream_body(target: Target, endpoint: Endpoint, payload: dict[str, Any]) -> dict[str, Any]:
+    """The client's body for this target: its model name, and its system prompt (a prompt version) first."""
+    body = {**payload, "model": target.model}
+    if target.system_prompt is not None and endpoint == "chat":
+        body["messages"] = [{"role": "system", "content": target.system_prompt}, *payload["messages"]]
+    return body
 
 
 def _judge_sample(gw: Gateway, pool: str, target: str) -> tuple[str, str, JudgeSettings] | None:
@@ -344,7 +353,7 @@ async def serve_stream(
     async def attempt(pool: str, target: str) -> _OpenStream:
         provider = gw.provider(target)
         timeouts = gw.config.targets[target].timeouts
-        body = {**payload, "model": gw.config.targets[target].model}
+        body = upstream_body(gw.config.targets[target], endpoint, payload)
         t0, sent_at = perf_counter(), loop.time()
         first_deadline = attempts.deadline_for(min(timeouts.ttft_s, timeouts.total_s), sent_at)
         stream: UpstreamStream | None = None

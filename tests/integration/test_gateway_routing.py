@@ -99,3 +99,21 @@ def test_anthropic_tool_calls_translate_both_ways(fleet) -> None:
     deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
     assert deltas[0].function.name == "get_weather" and deltas[0].id
     assert "".join(d.function.arguments or "" for d in deltas).replace(" ", "") == '{"city":"Paris"}'
+
+
+def test_a_target_with_a_system_prompt_puts_it_first(standin, gateway) -> None:
+    """A prompt version is a target: the same model with its own system prompt, released like a model."""
+    up = standin(name="up")
+    gw = gateway({
+        **fast_settings(),
+        "targets": {"v2": {"provider": "openai", "model": "m", "base_url": up.url + "/v1",
+                           "system_prompt": "Answer in French."}},
+        "pools": {"p": {"targets": {"v2": 100}}},
+        "routes": {"r": {"pool": "p"}},
+    })
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+    client.chat.completions.create(model="r", messages=[{"role": "user", "content": "hello"}])
+    list(client.chat.completions.create(model="r", messages=[{"role": "user", "content": "hi"}], stream=True))
+    for request in up.requests:
+        assert request.body["messages"][0] == {"role": "system", "content": "Answer in French."}
+        assert request.body["messages"][1]["role"] == "user"
