@@ -33,7 +33,7 @@ from services.gateway.config import parse_config
 from services.gateway.judge import Judge
 from services.gateway.runtime import Gateway
 from services.gateway.state.sqlite_store import SQLiteStore
-from tests.gateway_harness import RunningGateway, fast_settings, free_port
+from tests.gateway_harness import RunningGateway, auth, fast_settings, free_port
 
 START_TIMEOUT_S = 600
 # Longer than one 128-token KV block (the CPU default block size), so repeats hit the prefix cache.
@@ -252,6 +252,46 @@ def test_the_bundled_engine_judges_an_answer_in_format(backend: Backend, tmp_pat
     release, arm, score, error = verdicts[0]
     assert (release, arm, error) == ("rel", "canary", None), verdicts
     assert score in (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def test_a_prompt_release_on_the_bundled_engine_walks_a_step_judged_by_it(backend: Backend) -> None:
+    """Stable and canary are the same engine with different system prompts (a prompt version); the bundled
+    engine is the judge too. The release walks its first step (to 50%) and the arms' answers get graded."""
+    import httpx
+    import openai
+
+    def engine(system_prompt: str | None = None) -> dict[str, Any]:
+        return {"provider": "openai", "model": "smollm2", "base_url": backend.url + "/v1",
+                "timeouts": {"ttft_s": 120, "total_s": 300}, "system_prompt": system_prompt}
+
+    config = {
+        **fast_settings(canary={"tick_s": 0.2, "publish_s": 0.5}),
+        "targets": {"v1": engine("You are a helpful assistant."), "v2": engine("Answer in one short sentence."),
+                    "judge": engine()},
+        "pools": {"p": {"targets": {"v1": 100, "v2": 0}}},
+        "routes": {"r": {"pool": "p"}},
+    }
+    spec = {"name": "prompt-v2", "pool": "p", "stable": "v1", "canary": "v2", "reason": "shorter answers",
+            "steps": [{"setWeight": 50}, {"pause": {"duration_s": 600}}, {"setWeight": 100}],
+            "judge": {"target": "judge", "sample_rate": 1.0}, "analysis_interval_s": 0.5}
+    with RunningGateway(config) as gw:
+        created = httpx.post(gw.url + "/admin/releases", headers=auth(), json=spec)
+        assert created.status_code == 201, created.text
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0, timeout=300)
+        for session in range(6):
+            client.chat.completions.create(model="r", messages=[{"role": "user", "content": "Name a colour."}],
+                                           max_tokens=12, extra_headers={"x-switchboard-session": f"s{session}"})
+        deadline = time.monotonic() + 240
+        while True:
+            state = httpx.get(gw.url + "/admin/releases/prompt-v2", headers=auth(), timeout=30).json()
+            judged = sum(arm["judged"] + arm["judge_errors"] for arm in state["arms"].values())
+            if state["step_index"] >= 1 and judged:  # at 50%, in the pause, with graded answers
+                break
+            assert time.monotonic() < deadline, state
+            time.sleep(0.5)
+    print(f"release: {state['phase']} step {state['step_index']}/{state['steps_total']}, arms {state['arms']}")
+    assert any(t["reason"] == "canary weight 50%" for t in state["history"])
+    assert state["phase"] in ("Progressing", "Healthy")
 
 
 def test_zz_sigterm_stops_the_backend_and_leaves_no_process(backend: Backend) -> None:
