@@ -187,7 +187,7 @@ class CanaryRuntime:
 
     async def _lead(self, now: float) -> None:
         await self._create_configured()
-        for name, release in self.releases().items():
+        for release in self.releases().values():
             if release.finished:
                 continue
             gates: list[GateResult] | None = None
@@ -199,7 +199,6 @@ class CanaryRuntime:
             moved = advance(release, now, gates)
             if moved is not None:
                 await self.control.move_release(release, moved)
-                self._publish_gauges(name, moved)
 
     async def _create_configured(self) -> None:
         """Releases in the config file that the state does not have yet (created once, by the lease holder)."""
@@ -208,6 +207,8 @@ class CanaryRuntime:
                 await self.control.create_release(ReleaseSpec.model_validate(spec.model_dump()),
                                                   "from the configuration", "config", None, only_if_missing=True)
 
-    def _publish_gauges(self, name: str, release: Release) -> None:
-        self.gw.metrics.child("release_weight", name).set(release.status.weight)
-        self.gw.metrics.child("release_phase", name).set(PHASE_CODES[release.status.phase])
+    def publish_gauges(self) -> None:
+        """Each release's weight and phase, refreshed when /metrics is scraped (every replica has the state)."""
+        for name, release in self.releases().items():
+            self.gw.metrics.child("release_weight", name).set(release.status.weight)
+            self.gw.metrics.child("release_phase", name).set(PHASE_CODES[release.status.phase])
