@@ -132,6 +132,8 @@ def wait_for(url: str, what: str, done: Callable[[dict[str, Any]], bool], timeou
 def at_step(index: int, phase: str) -> Callable[[dict[str, Any]], bool]:
     def done(state: dict[str, Any]) -> bool:
         assert state["phase"] != "Degraded" or phase == "Degraded", f"rolled back: {state['message']}"
+        stuck = state["phase"] == "Paused" and state["step_index"] != index and "inconclusive" in state["message"]
+        assert not stuck, f"paused at step {state['step_index']}: {state['message']}"
         return state["step_index"] == index and state["phase"] == phase
 
     return done
@@ -158,10 +160,13 @@ def client_for(url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
 
 
-def send(client: openai.OpenAI, session: str) -> str:
-    """One chat request in ``session``; the target that answered."""
-    raw = client.chat.completions.with_raw_response.create(model="r", messages=MESSAGES,
+def send(client: openai.OpenAI, session: str, stream: bool = False) -> str:
+    """One chat request in ``session`` (a stream read to its end); the target that answered."""
+    raw = client.chat.completions.with_raw_response.create(model="r", messages=MESSAGES, stream=stream,
                                                            extra_headers={SESSION: session})
+    if stream:
+        for _ in raw.parse():
+            pass
     return raw.headers["x-switchboard-target"]
 
 
@@ -169,8 +174,9 @@ class Traffic:
     """Clients in threads sending chat requests through the gateway, each in a new session (so both arms get
     traffic at any weight), until the ``with`` block ends."""
 
-    def __init__(self, url: str, threads: int = 6) -> None:
+    def __init__(self, url: str, threads: int = 6, stream: bool = False) -> None:
         self.client = client_for(url)
+        self.stream = stream
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
         self.stopping = threading.Event()
         self.lock = threading.Lock()
@@ -181,7 +187,7 @@ class Traffic:
     def _run(self) -> None:
         while not self.stopping.is_set():
             try:
-                target = send(self.client, f"traffic-{next(self.numbers)}")
+                target = send(self.client, f"traffic-{next(self.numbers)}", self.stream)
             except openai.APIError as exc:
                 with self.lock:
                     self.failures.append(repr(exc))
@@ -231,7 +237,7 @@ def test_a_healthy_canary_walks_every_step_to_healthy(arms, gateway) -> None:
     for upstream in arms:  # a steady 100 ms, so that the default p99 gate (3x) sees latency, not machine noise
         upstream.set_default(Fault.delay(0.1))
     gw = gateway(release_config(stable, canary))
-    steps = [weight(30), pause(3), ANALYSIS, weight(70), pause(3), ANALYSIS, weight(100)]
+    steps = [weight(30), pause(4), ANALYSIS, weight(70), pause(4), ANALYSIS, weight(100)]
     start = created(gw.url, release_spec(steps, {"max_p99_ratio": 3.0}))
     assert (start["phase"], start["step_index"], start["steps_total"], start["actual_weight"]) == ("Progressing", 0,
                                                                                                      7, 0)
@@ -241,8 +247,8 @@ def test_a_healthy_canary_walks_every_step_to_healthy(arms, gateway) -> None:
     assert done["phase"] == "Healthy", f"{done['phase']}: {done['message']}"
     assert not traffic.failures
     assert (done["step_index"], done["desired_weight"], done["actual_weight"], done["aborted"]) == (7, 100, 100, False)
-    assert reasons(done) == ["created", "canary weight 30%", "pause of 3s done", "analysis passed", "canary weight 70%",
-                             "pause of 3s done", "analysis passed", "canary weight 100%", "fully promoted"]
+    assert reasons(done) == ["created", "canary weight 30%", "pause of 4s done", "analysis passed", "canary weight 70%",
+                             "pause of 4s done", "analysis passed", "canary weight 100%", "fully promoted"]
 
     entries = audit(gw.url)
     assert [(e["action"], e["actor"]) for e in entries] == [("release_create", "test-operator")] + [
@@ -428,6 +434,11 @@ def test_a_release_that_cannot_run_is_refused_and_changes_nothing(arms, gateway)
     assert create(gw.url, release_spec([weight(10)])).status_code == 409
     assert httpx.post(f"{gw.url}/admin/releases/{NAME}/promote", headers=auth(VIEWER_TOKEN),
                       json={"base_version": 1, "reason": "viewer"}).status_code == 403
+    assert httpx.post(f"{gw.url}/admin/releases/ghost/promote", headers=auth(),
+                      json={"base_version": 1, "reason": "no such"}).status_code == 404
+    assert httpx.get(f"{gw.url}/admin/releases/ghost", headers=auth(VIEWER_TOKEN)).status_code == 404
+    assert httpx.post(f"{gw.url}/admin/releases/{NAME}/rollback", headers=auth(),
+                      json={"base_version": 1, "reason": "not an action"}).status_code == 422
 
 
 # ---- quality by the judge ------------------------------------------------------------------------------------------
@@ -445,8 +456,9 @@ def test_a_judge_quality_drop_rolls_back_naming_the_quality_gate(arms, gateway, 
     gw = gateway(release_config(stable, canary, judge_url=judge.url))
     created(gw.url, release_spec([weight(50), pause(600), weight(100)], {"min_judged": 10}, judge={}))
 
-    with Traffic(gw.url):
+    with Traffic(gw.url, stream=True) as traffic:  # the gateway assembles a sampled stream's text for the judge
         rolled = wait_for(gw.url, "rolled back", settled)
+    assert not traffic.failures
     assert rolled["phase"] == "Degraded", rolled["message"]
     assert rolled["message"].startswith("rolled back: gate quality failed: 0.75 > 0.1 (judge score canary 0.25 vs "
                                         "stable 1.00 (0 judge errors"), rolled["message"]
@@ -540,10 +552,10 @@ def test_two_replicas_share_a_release_and_the_survivor_takes_over_when_the_leade
             wait_for(proc.url, "paused at 50% on both replicas", at_step(1, "Paused"))
 
         # 20 requests on each arm through each replica: neither replica alone has the 30 the analysis needs.
-        for proc in (one, two):
+        for replica, proc in enumerate((one, two)):
             client = client_for(proc.url)
             for arm, target in (("canary", "new"), ("stable", "old")):
-                picks = sessions(arm, 50, 20, f"{proc.path}-{arm}")
+                picks = sessions(arm, 50, 20, f"replica{replica}-{arm}")
                 assert [send(client, s) for s in picks] == [target] * 20, "the replicas route by the shared state"
         assert (len(stable.requests), len(canary.requests)) == (40, 40)
         for proc in (one, two):
