@@ -96,11 +96,11 @@ SOURCES: tuple[Source, ...] = (
 PANES: tuple[PaneSpec, ...] = (  # in digit-key order: 1 jumps to the first
     PaneSpec("providers", ProvidersPane, "gateway", lambda app, pane, o, now: pane.show(o, app.history.trends(), now),
              wide=True, rows=4),
-    PaneSpec("routing", RoutingPane, "gateway", lambda app, pane, o, now: pane.show(o, app.staged, now), rows=4),
+    PaneSpec("routing", RoutingPane, "gateway", lambda app, pane, o, now: pane.show(o, app.staged, now), rows=3),
     PaneSpec("engine", EnginePane, "engine", lambda app, pane, o, now: pane.show(o, now)),
-    PaneSpec("audit", AuditPane, "audit", lambda app, pane, o, now: pane.show(o, now), wide=True, rows=4),
+    PaneSpec("audit", AuditPane, "audit", lambda app, pane, o, now: pane.show(o, now), wide=True, rows=2),
     PaneSpec("client-keys", KeysPane, "keys", lambda app, pane, o, now: pane.show(o, now, time.time()), wide=True,
-             rows=3),
+             rows=2),
     PaneSpec("releases", ReleasesPane, "releases", lambda app, pane, o, now: pane.show(o, now), wide=True, rows=4),
 )
 PANE_IDS = tuple(spec.id for spec in PANES)
