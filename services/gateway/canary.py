@@ -289,7 +289,7 @@ def advance(release: Release, now: float, gates: list[GateResult] | None) -> Rel
     steps = release.spec.steps
     if status.step_index >= len(steps):
         return replace(release, status=_moved(status, "Healthy", status.step_index, now, "fully promoted",
-                                              "controller", weight=release.desired_weight))
+                                              "controller", weight=100))
     step = steps[status.step_index]
     if step.setWeight is not None:
         return replace(release, status=_moved(status, "Progressing", status.step_index + 1, now,

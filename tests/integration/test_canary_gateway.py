@@ -441,6 +441,28 @@ def test_a_release_that_cannot_run_is_refused_and_changes_nothing(arms, gateway)
                       json={"base_version": 1, "reason": "not an action"}).status_code == 422
 
 
+def put_weights(url: str, weights: dict[str, int]) -> httpx.Response:
+    return httpx.put(f"{url}/admin/pools/chat/weights", headers=auth(operator="dave@host"), timeout=10,
+                     json={"weights": weights, "base_version": version(url), "reason": "split by hand"})
+
+
+def test_weights_an_operator_sets_after_a_release_ended_are_routed_by(arms, gateway) -> None:
+    stable, canary = arms
+    gw = gateway(release_config(stable, canary))
+    created(gw.url, release_spec([weight(50), pause()]))
+    wait_for(gw.url, "paused at 50%", at_step(1, "Paused"))
+    during = put_weights(gw.url, {"old": 50, "new": 50})
+    assert during.status_code == 409 and "is in release 'rel'" in during.json()["error"]["message"]
+    assert act(gw.url, "abort").status_code == 200
+
+    after = put_weights(gw.url, {"old": 50, "new": 50})
+    assert after.status_code == 200, after.text
+    chat = next(p for p in after.json()["pools"] if p["name"] == "chat")
+    assert chat["weights"] == {"old": 50, "new": 50}, "acknowledged and audited, but the ended release's weights win"
+    client = client_for(gw.url)
+    assert set(send(client, f"manual-{i}") for i in range(60)) == {"old", "new"}
+
+
 # ---- quality by the judge ------------------------------------------------------------------------------------------
 
 

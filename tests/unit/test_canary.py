@@ -121,6 +121,14 @@ def test_advance_walks_set_weight_pause_and_analysis_to_healthy() -> None:
     assert [t.time - T0 for t in history] == [0, 1, 61, 62, 63, 64, 65, 66]
 
 
+def test_finishing_the_steps_promotes_fully_even_when_the_last_step_is_not_100() -> None:
+    """Healthy is Argo's fully promoted: the canary takes all the traffic, the old target is kept at 0."""
+    release = moved(moved(start(spec([weight(50), pause()]), T0, "ops"), T0), T0 + 1)
+    promoted = act(release, "promote", T0 + 2, "ops", "go")
+    done = moved(promoted, T0 + 3)
+    assert (done.status.phase, done.status.weight) == ("Healthy", 100)
+
+
 def test_a_failed_gate_rolls_back_from_progressing_naming_the_gate_and_its_numbers() -> None:
     release = moved(start(spec([weight(20), pause(3600), weight(100)]), T0, "ops"), T0)
     failing = [gate("error_rate", "fail", 0.05, 0.01), gate("p99_latency", "pass", 1.0, 3.0)]
