@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.canary")
 
 LEASE = "canary"
+KEEP_FINISHED_S = 600.0  # a finished release's last window stays on show (and published) this long
 PHASE_CODES = {"Progressing": 0, "Paused": 1, "Degraded": 2, "Healthy": 3}
 
 
@@ -173,7 +174,9 @@ class CanaryRuntime:
             await asyncio.sleep(self.tick_s)
 
     async def _publish(self) -> None:
-        live = {release.step_key for release in self.releases().values() if not release.finished}
+        now = self.clock()
+        live = {release.step_key for release in self.releases().values()
+                if not release.finished or now - release.status.history[0].time < KEEP_FINISHED_S}
         for key in [k for k in self._windows if k not in live]:
             del self._windows[key]  # a step that ended: its counts are no longer anyone's window
         for key in [k for k in self._last_analysis if k not in live]:

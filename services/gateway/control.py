@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from services.admin_api import KeyCreate, ReleaseSpec
 from services.gateway.canary import ActionRefused, Release, act, start
@@ -114,12 +115,11 @@ class ControlPlane:
         running: dict[str, ActiveRelease] = {}
         for release in releases.values():
             spec, arms = release.spec, weights.get(release.spec.pool)
-            if arms is None or spec.stable not in arms or spec.canary not in arms:
-                continue  # its pool or targets left the configuration
+            if release.finished or arms is None or spec.stable not in arms or spec.canary not in arms:
+                continue  # ended (its final weights are the pool's stored ones), or no longer configured
             arms[spec.canary], arms[spec.stable] = release.status.weight, 100 - release.status.weight
-            if not release.finished:
-                running[spec.pool] = ActiveRelease(spec.name, spec.stable, spec.canary, release.status.weight,
-                                                   release.step_key, spec.judge)
+            running[spec.pool] = ActiveRelease(spec.name, spec.stable, spec.canary, release.status.weight,
+                                               release.step_key, spec.judge)
         router.weights = weights
         router.releases = running
         router.drained = {t for t in state.drained if t in config.targets}
@@ -280,6 +280,17 @@ class ControlPlane:
         return ControlPlane._entry(state, actor, operator, action, after.spec.name, reason, summary(before),
                                    summary(after))
 
+    def _release_changes(self, current: ControlState, release: Release) -> dict[str, Any]:
+        """The state fields a release's new status changes. A finished release hands its arms' final weights
+        to the pool's stored weights, so operators set them as usual from then on."""
+        changes: dict[str, Any] = {"releases": {**current.releases, release.spec.name: release.to_dict()}}
+        spec = release.spec
+        if release.finished and spec.pool in self.gw.config.pools:
+            pool = {**self.gw.config.pools[spec.pool].targets, **current.weights.get(spec.pool, {})}
+            pool[spec.canary], pool[spec.stable] = release.status.weight, 100 - release.status.weight
+            changes["weights"] = {**current.weights, spec.pool: pool}
+        return changes
+
     async def create_release(self, spec: ReleaseSpec, reason: str, actor: str, operator: str | None,
                              only_if_missing: bool = False) -> Release:
         problems = release_problems(self.gw.config, spec)
@@ -325,7 +336,7 @@ class ControlPlane:
                 after = act(before, action, time.time(), operator or actor, reason)
             except ActionRefused as exc:
                 raise Refused(str(exc)) from None
-            state = self._next(current, actor, operator, releases={**current.releases, name: after.to_dict()})
+            state = self._next(current, actor, operator, **self._release_changes(current, after))
             return state, self._release_entry(state, actor, operator, f"release_{action}", before, after, reason)
 
         committed = await self._write(base_version, build)
@@ -339,7 +350,7 @@ class ControlPlane:
         def build(current: ControlState) -> tuple[ControlState, AuditEntry]:
             if current.releases.get(name) != seen.to_dict():
                 raise Refused("the release changed while it was evaluated")
-            state = self._next(current, "controller", None, releases={**current.releases, name: moved.to_dict()})
+            state = self._next(current, "controller", None, **self._release_changes(current, moved))
             action = "release_rollback" if moved.status.phase == "Degraded" else "release_step"
             return state, self._release_entry(state, "controller", None, action, seen, moved, moved.status.message)
 
