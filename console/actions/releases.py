@@ -20,6 +20,7 @@ from datetime import datetime
 from console.actions.base import Action, ActionState, CliVerb, ConsoleHost, Danger, say
 from console.actions.writes import WriteRequest, confirm_then_write
 from console.sources.gateway import AdminError, GatewayClient, SourceDown
+from console.units import duration
 from services.admin_api import ArmStats, GateResult, ReleaseList, ReleaseSpec, ReleaseState
 
 GATE_LABELS = {"error_rate": "error rate", "p99_latency": "p99 latency", "cost": "cost/request",
@@ -71,18 +72,6 @@ def step_kind(spec: ReleaseSpec, index: int) -> str:
     if step.pause is not None:
         return "pause (until promoted)" if step.pause.duration_s is None else f"pause {duration(step.pause.duration_s)}"
     return "analysis"
-
-
-def duration(seconds: float | None) -> str:
-    """``45s``, ``4m05s``, ``2h00m``; ``-`` when unknown."""
-    if seconds is None:
-        return "-"
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def step_position(release: ReleaseState) -> str:

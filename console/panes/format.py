@@ -15,6 +15,7 @@ from rich.text import Text
 
 from console.sources.poller import Health, Observed
 from console.text import safe_text
+from console.units import duration
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 HEALTH_STYLE = {
@@ -33,16 +34,7 @@ TARGET_STATUS_STYLE = {
 }
 
 
-def age(seconds: float | None) -> str:
-    """``4s``, ``2m05s``, ``1h02m``; ``-`` when unknown."""
-    if seconds is None:
-        return "-"
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+age = duration  # the data ages in pane titles read like every other duration
 
 
 def ms(value: float | None) -> str:
