@@ -7,6 +7,7 @@ which name dependencies local to :func:`build_admin_app`.
 """
 
 
+import inspect
 from datetime import datetime
 from typing import Annotated
 
@@ -173,7 +174,10 @@ def _admin_api(control: ControlPlane, tokens: TokenSet) -> FastAPI:
             return stale_answer(stale)
         except StoreUnavailable as exc:
             return _error(503, f"state store unavailable, nothing changed: {exc}", "store_unavailable")
-        return gateway_state(gw, control) if answer is None else answer(result)
+        if answer is None:
+            return gateway_state(gw, control)
+        shown = answer(result)
+        return await shown if inspect.isawaitable(shown) else shown
 
     @app.get("/admin/state", response_model=GatewayState, responses=responses)
     async def state(_: Annotated[Principal, Depends(reader)]) -> GatewayState:
@@ -279,29 +283,17 @@ def _admin_api(control: ControlPlane, tokens: TokenSet) -> FastAPI:
             return _error(404, f"unknown release '{name}'", "not_found")
         return await control.canary.state(control.release(name))
 
-    async def release_answer(call) -> ReleaseState | JSONResponse:  # type: ignore[no-untyped-def]
-        try:
-            release = await call
-        except UnknownName as exc:
-            return _error(404, str(exc), "not_found")
-        except Refused as exc:
-            return _error(409, str(exc), "refused", current=gateway_state(gw, control).model_dump())
-        except StaleVersion as stale:
-            return stale_answer(stale)
-        except StoreUnavailable as exc:
-            return _error(503, f"state store unavailable, nothing changed: {exc}", "store_unavailable")
-        return await control.canary.state(release)
-
     @app.post("/admin/releases", status_code=201, response_model=ReleaseState, responses=write_responses)
     async def create_release(spec: ReleaseCreate, request: Request,
                              principal: Annotated[Principal, Depends(writer)]) -> ReleaseState | JSONResponse:
         fields = ReleaseSpec.model_validate(spec.model_dump(exclude={"reason"}))
-        return await release_answer(control.create_release(fields, spec.reason, principal.name, operator_of(request)))
+        return await write(control.create_release(fields, spec.reason, principal.name, operator_of(request)),
+                           control.canary.state)
 
     @app.post("/admin/releases/{name}/{action}", response_model=ReleaseState, responses=write_responses)
     async def release_action(name: str, action: ReleaseAction, change: ReleaseChange, request: Request,
                              principal: Annotated[Principal, Depends(writer)]) -> ReleaseState | JSONResponse:
-        return await release_answer(control.release_action(name, action, change.base_version, change.reason,
-                                                           principal.name, operator_of(request)))
+        return await write(control.release_action(name, action, change.base_version, change.reason,
+                                                  principal.name, operator_of(request)), control.canary.state)
 
     return app
