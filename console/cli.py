@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gateway.set_defaults(run=_run_gateway)
     _add_backend(commands)
+    _add_kubesim(commands)
     from console.verbs import add_verbs
 
     add_verbs(commands)
@@ -119,6 +120,21 @@ def _add_backend(commands: argparse._SubParsersAction) -> None:
     status = sub.add_parser("status", help="health, queue, KV cache, prefix cache, TTFT and ITL of an engine")
     status.add_argument("--url", default="http://127.0.0.1:8000", help="the engine's base URL")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
+
+
+def _add_kubesim(commands: argparse._SubParsersAction) -> None:
+    """``switchboard kubesim``: the Kubernetes API double (services/kubesim), imported only when run."""
+
+    def run(args: argparse.Namespace) -> int:
+        from services.kubesim.cli import run as kubesim_run
+
+        return kubesim_run(args)
+
+    kubesim = commands.add_parser("kubesim", help="serve a SIMULATED Kubernetes API on loopback and write a kubeconfig")
+    kubesim.add_argument("--port", type=int, default=0, help="loopback port (default: a free one)")
+    kubesim.add_argument("--kubeconfig", default=str(Path.home() / ".switchboard" / "kubesim.kubeconfig"),
+                         help="where to write the kubeconfig (default ~/.switchboard/kubesim.kubeconfig)")
+    kubesim.set_defaults(run=run)
 
 
 PASSTHROUGH = {"gateway"}  # commands whose own parser reads the rest of the line
