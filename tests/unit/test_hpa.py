@@ -100,6 +100,10 @@ def test_tolerance_default_and_configured():
     assert decide(hpa, 5, group, reading, History(), NOW).desired_replicas == 5
     # 91 / 100 = 0.91 is within too
     assert decide(hpa, 5, group, {RPS.key: per_pod(group, *[91] * 5)}, History(), NOW).desired_replicas == 5
+    # the per-pod average truncates in milli-units: (110000 x 4 + 110004)m / 5 = 110000.8 -> 110000m -> 1.1,
+    # within (untruncated 1.100008 would give ceil(5.5) = 6)
+    edge = decide(hpa, 5, group, {RPS.key: per_pod(group, 110, 110, 110, 110, 110.004)}, History(), NOW)
+    assert edge.desired_replicas == 5
     # with a 0.05 tolerance 1.09 is outside: ceil(1.09 x 5) = ceil(5.45) = 6
     tight = ControllerConfig(tolerance=0.05)
     assert decide(hpa, 5, group, reading, History(), NOW, tight).desired_replicas == 6
@@ -158,6 +162,10 @@ def test_missing_metrics_count_as_zero_when_scaling_up():
     # avg(120, 120, 120) -> 1.2 > 1: p3 at 0 -> avg 90 -> 0.9 < 1: the direction flipped, keep 4
     flipped = decide(hpa, 4, group, {RPS.key: per_pod(group, 120, 120, 120)}, History(), NOW)
     assert flipped.desired_replicas == 4
+    # one pod at 200 and three missing: 2.0 > 1, then avg(200, 0, 0, 0) = 50 -> 0.5: a scale-up signal
+    # never turns into a scale-down (ceil(0.5 x 4) = 2 would be one): keep 4
+    lone = decide(hpa, 4, group, {RPS.key: per_pod(group, 200)}, History(), NOW)
+    assert lone.desired_replicas == 4
 
 
 def test_not_ready_pods_count_as_zero_when_scaling_up():
@@ -167,6 +175,12 @@ def test_not_ready_pods_count_as_zero_when_scaling_up():
     # -> 3000m x 100 / 4000m = 75% -> 1.5 -> ceil(1.5 x 4) = 6 (the documented ceil(4 x 2.0) would be 8)
     decision = decide(hpa, 4, group, {CPU.key: per_pod(group, 1.0, 1.0, 1.0)}, History(), NOW)
     assert decision.desired_replicas == 6
+    # target 70%: ready 100 / 70 = 1.43 (ceil(1.43 x 3 ready) would be 5); with the unready pod at 0:
+    # 75% -> 75 / 70 = 1.07, within the tolerance: keep 4
+    target70 = MetricSpec("Resource", "cpu", "Utilization", 70)
+    hpa70 = HpaSpec(max_replicas=20, metrics=(target70,))
+    absorbed = decide(hpa70, 4, group, {target70.key: per_pod(group, 1.0, 1.0, 1.0)}, History(), NOW)
+    assert absorbed.desired_replicas == 4
     # two ready at 100% and two unready: 2000m / 4000m = 50% -> 1.0 is within tolerance: keep 4
     two_ready = pods(2) + [PodInfo(f"s{i}", phase="Pending", requests={"cpu": 1.0}) for i in range(2)]
     held = decide(hpa, 4, two_ready, {CPU.key: per_pod(two_ready, 1.0, 1.0)}, History(), NOW)
@@ -367,10 +381,13 @@ def test_scale_up_stabilization_window_takes_the_lowest_recent_recommendation():
     hpa = HpaSpec(
         max_replicas=50, metrics=(RPS,), behavior=Behavior(scale_up=ScalingRules(stabilization_window_seconds=60))
     )
-    history = History(recommendations=(Recommendation(5, NOW - 30), Recommendation(8, NOW - 10)))
+    history = History(
+        recommendations=(Recommendation(3, NOW - 100), Recommendation(5, NOW - 30), Recommendation(8, NOW - 10))
+    )
     group = pods(4)
-    # wants ceil(2.5 x 4) = 10; lowest in the 60 s up window is min(10, 5, 8) = 5, highest in the 300 s
-    # down window is 10: current 4 is raised to 5 and capped at 10 -> 5; the rate limit (8) lets it through
+    # wants ceil(2.5 x 4) = 10; lowest in the 60 s up window is min(10, 5, 8) = 5 (the 3 is 100 s old),
+    # highest in the 300 s down window is max(10, 3, 5, 8) = 10: current 4 is raised to 5 and capped at 10
+    # -> 5; the rate limit (from 4: max(4 + 4, 8) = 8) lets it through
     decision = decide(hpa, 4, group, {RPS.key: per_pod(group, *[250] * 4)}, history, NOW)
     assert (decision.metric_replicas, decision.stabilized_replicas, decision.desired_replicas) == (10, 5, 5)
     assert decision.held_back_by == ("ScaleUpStabilized",)
