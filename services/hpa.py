@@ -108,6 +108,8 @@ class ScalingRules:
         window = self.stabilization_window_seconds
         if window is not None and not 0 <= window <= 3600:
             raise ValueError(f"stabilizationWindowSeconds must be in 0..3600, got {window}")
+        if self.policies is not None and not self.policies:
+            raise ValueError("policies, when given, must hold at least one policy")
         if self.tolerance is not None and self.tolerance < 0:
             raise ValueError(f"tolerance must not be negative, got {self.tolerance}")
 

@@ -261,6 +261,9 @@ def test_object_and_external_metrics():
     decision = decide(hpa, 4, group, {queue.key: MetricReading(value=300)}, History(), NOW)
     assert decision.metric_replicas == 10
     assert decision.current_metrics[0]["external"]["current"] == {"averageValue": "75"}  # ceil(300 / 4)
+    # 125 / (30 x 4) = 1.04 is within the tolerance: stay at 4 (ceil(125 / 30) would be 5)
+    calm = decide(hpa, 4, group, {queue.key: MetricReading(value=125)}, History(), NOW)
+    assert calm.metric_replicas == 4
     # Value target: 150 / 100 = 1.5 -> ceil(1.5 x 4 ready pods) = 6
     latency = MetricSpec("Object", "latency", "Value", 100, described_object={"kind": "Service", "name": "ai-api"})
     obj = decide(
@@ -377,6 +380,28 @@ def test_scale_down_select_policy(select, expected):
     assert conditions(decision)["ScalingLimited"] == ("True", "ScaleDownLimit")
 
 
+def test_every_scale_event_in_a_policys_period_counts():
+    rules = ScalingRules(
+        select_policy="Min", policies=(ScalingPolicy("Pods", 4, 15), ScalingPolicy("Percent", 200, 60))
+    )
+    hpa = HpaSpec(max_replicas=100, metrics=(RPS,), behavior=Behavior(scale_up=rules))
+
+    def hot(count: int) -> dict[str, MetricReading]:
+        return {RPS.key: per_pod(pods(count), *[1000] * count)}  # always wants 10x
+
+    # t=0 from 4: Pods 4 + 4 = 8, Percent ceil(4 x 3) = 12, Min -> 8 (+4)
+    first = decide(hpa, 4, pods(4), hot(4), History(), NOW)
+    assert first.desired_replicas == 8
+    # t=16 from 8: Pods (the +4 is out of 15 s) 8 + 4 = 12; Percent (in 60 s) from 8 - 4 = 4: 12 -> 12 (+4)
+    second = decide(hpa, 8, pods(8), hot(8), first.history, NOW + 16)
+    assert second.desired_replicas == 12
+    assert second.history.scale_up_events == (ScaleEvent(4, NOW), ScaleEvent(4, NOW + 16))
+    # t=32 from 12: Pods 12 + 4 = 16; Percent from 12 - 4 - 4 = 4: 12 -> Min 12: hold
+    third = decide(hpa, 12, pods(12), hot(12), second.history, NOW + 32)
+    assert third.desired_replicas == 12
+    assert third.held_back_by == ("ScaleUpLimit",)
+
+
 def test_scale_up_stabilization_window_takes_the_lowest_recent_recommendation():
     hpa = HpaSpec(
         max_replicas=50, metrics=(RPS,), behavior=Behavior(scale_up=ScalingRules(stabilization_window_seconds=60))
@@ -467,6 +492,7 @@ def test_the_seed_hpa_through_a_spike_and_back():
         lambda: MetricSpec("Sideways", "x", "Value", 1),
         lambda: ScalingRules(select_policy="Most"),
         lambda: ScalingPolicy("Pods", 0, 15),
+        lambda: ScalingRules(policies=()),
         lambda: HpaSpec(max_replicas=3, metrics=(RPS, RPS)),
     ],
 )
