@@ -68,8 +68,12 @@ class KubeApi:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors])
         app.on_response_prepare.append(self._mark_simulated)
+        app.on_shutdown.append(self._end_watches)
         app.router.add_route("*", "/{tail:.*}", self._route)
         return app
+
+    async def _end_watches(self, app: web.Application) -> None:
+        self.store.end_watches()
 
     @staticmethod
     async def _mark_simulated(request: web.Request, response: web.StreamResponse) -> None:
@@ -369,7 +373,8 @@ class KubeSim:
 
     async def _start(self) -> None:
         self.api = KubeApi(**self._options)
-        self._runner = web.AppRunner(self.api.app(), access_log=None, handler_cancellation=True)
+        self._runner = web.AppRunner(self.api.app(), access_log=None, handler_cancellation=True,
+                                    shutdown_timeout=2.0)
         await self._runner.setup()
         context = self.certificate.server_context() if self.certificate else None
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=context)

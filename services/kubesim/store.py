@@ -39,6 +39,7 @@ class WatchEvent:
     namespace: str
     type: str  # ADDED, MODIFIED, DELETED
     obj: Obj
+    previous: Obj | None = None  # the object before a MODIFIED write (for selector transitions)
 
     def line(self) -> bytes:
         return json.dumps({"type": self.type, "object": self.obj}, separators=(",", ":")).encode() + b"\n"
@@ -55,9 +56,22 @@ class Watcher:
     on_drop: Callable[[], None] = lambda: None
     dropped: bool = False
 
-    def wants(self, event: WatchEvent) -> bool:
-        return (event.kind == self.kind and (self.namespace is None or event.namespace == self.namespace)
-                and self.matches(event.obj))
+    def view(self, event: WatchEvent) -> WatchEvent | None:
+        """The event as this watcher sees it, or None. As on a real API server, an object that starts matching
+        the selector arrives as ADDED and one that stops matching leaves as DELETED."""
+        if event.kind != self.kind or (self.namespace is not None and event.namespace != self.namespace):
+            return None
+        now = self.matches(event.obj)
+        if event.type != "MODIFIED" or event.previous is None:
+            return event if now else None
+        before = self.matches(event.previous)
+        if now and before:
+            return event
+        if now:
+            return WatchEvent(event.rv, event.kind, event.namespace, "ADDED", event.obj)
+        if before:
+            return WatchEvent(event.rv, event.kind, event.namespace, "DELETED", event.obj)
+        return None
 
 
 @dataclass
@@ -186,20 +200,30 @@ class Store:
             backlog = []
         watcher = Watcher(kind, namespace, matches, asyncio.Queue(self.watch_queue), on_drop)
         if since not in (None, "", "0"):
-            backlog = [event for event in self.events if event.rv > after and watcher.wants(event)]
+            backlog = [seen for event in self.events if event.rv > after and (seen := watcher.view(event))]
         self.watchers.add(watcher)
         return backlog, watcher
 
     def unwatch(self, watcher: Watcher) -> None:
         self.watchers.discard(watcher)
 
+    def end_watches(self) -> None:
+        """Ends every open watch (at shutdown): each stream finishes and its client re-watches elsewhere."""
+        for watcher in list(self.watchers):
+            self.watchers.discard(watcher)
+            try:
+                watcher.queue.put_nowait(None)
+            except asyncio.QueueFull:
+                self._drop(watcher)
+
     # --- internals -------------------------------------------------------------------------------------------
 
     def _commit(self, kind: ResourceKind, namespace: str, name: str, stored: Obj, event_type: str) -> Obj:
         self.revision += 1
         stored["metadata"]["resourceVersion"] = str(self.revision)
-        self.objects.setdefault(kind, {})[(namespace, name)] = stored
-        self._publish(WatchEvent(self.revision, kind, namespace, event_type, copy.deepcopy(stored)))
+        previous = self.objects.setdefault(kind, {}).get((namespace, name))
+        self.objects[kind][(namespace, name)] = stored
+        self._publish(WatchEvent(self.revision, kind, namespace, event_type, copy.deepcopy(stored), previous))
         return copy.deepcopy(stored)
 
     def _publish(self, event: WatchEvent) -> None:
@@ -207,10 +231,11 @@ class Store:
             self.compacted = self.events.popleft().rv
         self.events.append(event)
         for watcher in list(self.watchers):
-            if not watcher.wants(event):
+            seen = watcher.view(event)
+            if seen is None:
                 continue
             try:
-                watcher.queue.put_nowait(event)
+                watcher.queue.put_nowait(seen)
             except asyncio.QueueFull:
                 self._drop(watcher)
 

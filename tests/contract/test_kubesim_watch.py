@@ -110,12 +110,16 @@ def test_timeout_seconds_ends_the_stream_and_bookmarks_only_come_when_asked(kube
     assert cluster.store(lambda store: len(store.watchers)) == 0
 
 
-def test_a_watch_sends_only_what_its_selector_matches(cluster: Cluster) -> None:
+def test_a_watch_sends_only_what_its_selector_matches_and_transitions_across_it(cluster: Cluster) -> None:
     listed = cluster.core.list_namespaced_pod(NAMESPACE).metadata.resource_version
     for name, app in (("a", "api"), ("b", "batch"), ("c", "api")):
         cluster.core.create_namespaced_pod(NAMESPACE, pod(name, {"app": app}))
-    events, _ = collect(cluster, 2, resource_version=listed, label_selector="app=api")
-    assert summary(events) == [("ADDED", "a"), ("ADDED", "c")]
+    cluster.core.patch_namespaced_pod("b", NAMESPACE, {"metadata": {"labels": {"app": "api"}}})
+    cluster.core.patch_namespaced_pod("a", NAMESPACE, {"metadata": {"labels": {"app": "web"}}})
+    cluster.core.patch_namespaced_pod("c", NAMESPACE, {"metadata": {"labels": {"v": "2"}}})
+    events, _ = collect(cluster, 5, resource_version=listed, label_selector="app=api")
+    # As on a real API server: starting to match is ADDED, ceasing to match is DELETED.
+    assert summary(events) == [("ADDED", "a"), ("ADDED", "c"), ("ADDED", "b"), ("DELETED", "a"), ("MODIFIED", "c")]
 
 
 def test_a_watcher_that_stops_reading_is_dropped_not_buffered(kube: Callable[..., Cluster]) -> None:
