@@ -19,6 +19,7 @@ class ResourceKind:
     builtin: bool = True  # False for custom resources: strategic merge patch is refused for them (415)
     status: bool = True  # has a /status subresource: writes to the main resource ignore .status
     scale: bool = False  # has a /scale subresource
+    log: bool = False  # has a /log subresource (pods)
     short_names: tuple[str, ...] = ()
     verbs: tuple[str, ...] = tuple(ALL_VERBS)
 
@@ -36,7 +37,7 @@ class ResourceKind:
 
 
 KINDS: tuple[ResourceKind, ...] = (
-    ResourceKind("", "v1", "pods", "Pod", short_names=("po",)),
+    ResourceKind("", "v1", "pods", "Pod", log=True, short_names=("po",)),
     ResourceKind("", "v1", "nodes", "Node", namespaced=False, short_names=("no",)),
     ResourceKind("", "v1", "events", "Event", status=False, short_names=("ev",)),
     ResourceKind("", "v1", "services", "Service", short_names=("svc",)),
@@ -115,5 +116,8 @@ class Registry:
                 resources.append({"name": f"{k.plural}/scale", "singularName": "", "namespaced": k.namespaced,
                                   "group": "autoscaling", "version": "v1", "kind": "Scale",
                                   "verbs": ["get", "patch", "update"]})
+            if k.log:
+                resources.append({"name": f"{k.plural}/log", "singularName": "", "namespaced": k.namespaced,
+                                  "kind": k.kind, "verbs": ["get"]})
         return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": kinds[0].api_version,
                 "resources": resources}

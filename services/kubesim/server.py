@@ -53,6 +53,7 @@ class KubeApi:
         self.store = store or Store()
         self.registry = registry or Registry()
         self.bookmark_interval = bookmark_interval
+        self.pod_logs: dict[tuple[str, str], list[str]] = {}  # (namespace, pod) -> lines; controllers append
         self._seed()
 
     def _seed(self) -> None:
@@ -128,7 +129,8 @@ class KubeApi:
             raise ApiError(404, "the server could not find the requested resource")
         name = tail[0] if tail else None
         subresource = tail[1] if len(tail) > 1 else None
-        if subresource and not ((subresource == "status" and kind.status) or (subresource == "scale" and kind.scale)):
+        if subresource and not ((subresource == "status" and kind.status) or (subresource == "scale" and kind.scale)
+                                or (subresource == "log" and kind.log)):
             raise ApiError(404, "the server could not find the requested resource")
         if kind.namespaced and name is not None and namespace is None:
             raise ApiError(404, "the server could not find the requested resource")
@@ -168,6 +170,10 @@ class KubeApi:
         if verb == "list":
             return _json(self._list(request, target))
         assert target.name is not None or verb == "create"
+        if target.subresource == "log":
+            if verb != "get":
+                raise ApiError(405, "the server does not allow this method on the requested resource")
+            return self._log(request, namespace, target.name or "")
         if verb == "get":
             obj = self.store.get(kind, namespace, target.name or "")
             return _json(self._scale(kind, obj) if target.subresource == "scale" else obj)
@@ -219,6 +225,26 @@ class KubeApi:
                                                         "creationTimestamp") if key in meta},
                 "spec": {"replicas": spec.get("replicas", 1)},
                 "status": {"replicas": status.get("replicas", 0), "selector": selector}}
+
+    def write_log(self, namespace: str, pod: str, line: str) -> None:
+        """Appends a line to a pod's log (what its container would print)."""
+        self.pod_logs.setdefault((namespace, pod), []).append(line)
+
+    def _log(self, request: web.Request, namespace: str, name: str) -> web.Response:
+        kind = self.registry.lookup("", "v1", "pods")
+        assert kind is not None
+        obj = self.store.get(kind, namespace, name)
+        containers = [c.get("name") for c in (obj.get("spec") or {}).get("containers") or []]
+        container = request.query.get("container")
+        if container is not None and container not in containers:
+            raise ApiError(400, f"container {container} is not valid for pod {name}")
+        if container is None and len(containers) > 1:
+            raise ApiError(400, f"a container name must be specified for pod {name}, choose one of: {containers}")
+        lines = self.pod_logs.get((namespace, name), [])
+        tail = _int_query(request, "tailLines")
+        if tail is not None:
+            lines = lines[-tail:] if tail else []
+        return web.Response(text="".join(f"{line}\n" for line in lines), content_type="text/plain")
 
     @staticmethod
     def _access_review(role: str, review: Obj) -> Obj:
