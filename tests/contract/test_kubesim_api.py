@@ -185,3 +185,21 @@ def test_hpa_v2_and_keda_kinds_round_trip(cluster: Cluster) -> None:
     got = cluster.custom.list_namespaced_custom_object("keda.sh", "v1alpha1", NAMESPACE, "scaledobjects")
     assert [item["metadata"]["name"] for item in got["items"]] == ["worker"]
     assert got["kind"] == "ScaledObjectList"
+
+
+def test_strategic_merge_merges_containers_by_name_where_merge_patch_replaces_the_list(cluster: Cluster) -> None:
+    made = deployment("api")
+    made["spec"]["template"]["spec"]["containers"] = [
+        {"name": "main", "image": "app:1", "env": [{"name": "A", "value": "1"}], "ports": [{"containerPort": 80}]},
+        {"name": "sidecar", "image": "proxy:1"}]
+    cluster.apps.create_namespaced_deployment(NAMESPACE, made)
+    patched = cluster.apps.patch_namespaced_deployment("api", NAMESPACE, {"spec": {"template": {"spec": {
+        "containers": [{"name": "main", "image": "app:2", "env": [{"name": "B", "value": "2"}]},
+                       {"name": "sidecar", "$patch": "delete"}]}}}})  # the client sends strategic merge here
+    (main,) = patched.spec.template.spec.containers
+    assert (main.image, [e.name for e in main.env], main.ports[0].container_port) == ("app:2", ["A", "B"], 80)
+    assert patched.metadata.generation == 2
+    replaced = cluster.apps.patch_namespaced_deployment(
+        "api", NAMESPACE, {"spec": {"template": {"spec": {"containers": [{"name": "only", "image": "x:1"}]}}}},
+        _content_type="application/merge-patch+json")
+    assert [(c.name, c.image, c.env) for c in replaced.spec.template.spec.containers] == [("only", "x:1", None)]
