@@ -272,15 +272,22 @@ class KubeApi:
         return lambda obj: labels(obj) and fields(obj)
 
     def _list(self, request: web.Request, target: Target) -> Obj:
+        """One page. Later pages read the store as it is now, not as it was at the first page (a real server
+        serves them from the first page's snapshot); a token older than the retained history is 410 Expired."""
         kind = target.kind
         items = self.store.list(kind, target.namespace, self._matcher(request, kind))
-        start = _decode_continue(request.query.get("continue"))
-        if start is not None:
+        token = _decode_continue(request.query.get("continue"))
+        if token is not None:
+            issued_at, start = token
+            if issued_at < self.store.compacted:
+                raise ApiError(410, "The provided continue parameter is too old to display a consistent list result. "
+                                    "You can start a new list without the continue parameter.", reason="Expired")
             items = [item for item in items if _sort_key(item) > start]
         limit = _int_query(request, "limit")
         metadata: Obj = {"resourceVersion": str(self.store.revision)}
         if limit and len(items) > limit:
-            metadata["continue"] = _encode_continue(_sort_key(items[limit - 1]))
+            issued_at = token[0] if token else self.store.revision
+            metadata["continue"] = _encode_continue(issued_at, _sort_key(items[limit - 1]))
             metadata["remainingItemCount"] = len(items) - limit
             items = items[:limit]
         return {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": metadata, "items": items}
@@ -341,20 +348,22 @@ def _sort_key(obj: Obj) -> list[str]:
     return [obj["metadata"].get("namespace", ""), obj["metadata"]["name"]]
 
 
-def _encode_continue(key: list[str]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+def _encode_continue(issued_at: int, key: list[str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps([issued_at, key]).encode()).decode()
 
 
-def _decode_continue(token: str | None) -> list[str] | None:
+def _decode_continue(token: str | None) -> tuple[int, list[str]] | None:
+    """(the resourceVersion of the list's first page, the last key served)."""
     if not token:
         return None
     try:
-        key = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, binascii.Error) as exc:
+        issued_at, key = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, TypeError, binascii.Error) as exc:
         raise ApiError(400, "continue key is not valid") from exc
-    if not (isinstance(key, list) and len(key) == 2 and all(isinstance(part, str) for part in key)):
+    if not (isinstance(issued_at, int) and isinstance(key, list) and len(key) == 2
+            and all(isinstance(part, str) for part in key)):
         raise ApiError(400, "continue key is not valid")
-    return key
+    return issued_at, key
 
 
 def _int_query(request: web.Request, name: str) -> int | None:

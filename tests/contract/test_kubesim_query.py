@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
 
 import pytest
 from kubernetes import client, config, dynamic
 from kubernetes.client.rest import ApiException
 
 from services.kubesim.server import SIMULATED_CONFIGMAP, SIMULATED_HEADER
+from services.kubesim.store import Store
 from tests.contract.conftest import NAMESPACE, Cluster, pod
 
 LABELS = {
@@ -126,3 +128,18 @@ def test_kubectl_get_reads_kubesim(pods: Cluster) -> None:
                              "-l", "app=api", "-o", "json"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert [item["metadata"]["name"] for item in json.loads(result.stdout)["items"]] == ["a", "b"]
+
+
+def test_a_continue_token_older_than_the_history_is_410_expired(kube: Callable[..., Cluster]) -> None:
+    cluster = kube(store=Store(history=5))
+    for name in "abcd":
+        cluster.core.create_namespaced_pod(NAMESPACE, pod(name))
+    token = cluster.core.list_namespaced_pod(NAMESPACE, limit=2).metadata._continue
+    for name in "efghij":
+        cluster.core.create_namespaced_config_map(NAMESPACE, {"metadata": {"name": name}})
+    with pytest.raises(ApiException) as expired:
+        cluster.core.list_namespaced_pod(NAMESPACE, limit=2, _continue=token)
+    assert (expired.value.status, json.loads(expired.value.body)["reason"]) == (410, "Expired")
+    with pytest.raises(ApiException) as garbage:
+        cluster.core.list_namespaced_pod(NAMESPACE, limit=2, _continue="not-a-token")
+    assert garbage.value.status == 400
