@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 READ_VERBS = ["get", "list", "watch"]
-ALL_VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import base64
 import binascii
 import contextlib
 import json
+import logging
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,11 +19,12 @@ from aiohttp import web
 
 from services.kubesim import patch as patches
 from services.kubesim.discovery import KUBE_VERSION, READ_VERBS, Registry, ResourceKind
-from services.kubesim.errors import ApiError
+from services.kubesim.errors import ApiError, failure_status
 from services.kubesim.selectors import field_selector, label_selector
 from services.kubesim.store import SYSTEM_NAMESPACES, Obj, Store, WatchEvent
 from services.kubesim.tls import self_signed
 
+LOG = logging.getLogger(__name__)
 SIMULATED_HEADER = "x-switchboard-simulated"
 SIMULATED_CONFIGMAP = ("kube-public", "switchboard-simulated")  # (namespace, name): a double announces itself
 ADMIN, VIEWER = "admin", "viewer"
@@ -87,6 +89,11 @@ class KubeApi:
             return await handler(request)
         except ApiError as exc:
             return _json(exc.status(), exc.code)
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            LOG.exception("kubesim failed on %s %s", request.method, request.path)
+            return _json(failure_status(500, "InternalError", f"an error on the server: {type(exc).__name__}"), 500)
 
     # --- routing ---------------------------------------------------------------------------------------------
 
@@ -150,6 +157,8 @@ class KubeApi:
             if target.name is not None:
                 return "get"
             return "watch" if request.query.get("watch") in TRUE_WORDS else "list"
+        if request.method == "DELETE" and target.name is None:
+            return "deletecollection"
         return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(request.method, "")
 
     async def _serve(self, request: web.Request, role: str, target: Target) -> web.StreamResponse:
@@ -169,6 +178,10 @@ class KubeApi:
             return await self._watch(request, target)
         if verb == "list":
             return _json(self._list(request, target))
+        if verb == "deletecollection":
+            for obj in self.store.list(kind, target.namespace, self._matcher(request, kind)):
+                self.store.delete(kind, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+            return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
         assert target.name is not None or verb == "create"
         if target.subresource == "log":
             if verb != "get":
@@ -180,7 +193,8 @@ class KubeApi:
         if verb == "create":
             return _json(self.store.create(kind, namespace, await self._body(request)), 201)
         if verb == "delete":
-            deleted = self.store.delete(kind, namespace, target.name or "")
+            options = await self._body(request) if await request.read() else {}
+            deleted = self.store.delete(kind, namespace, target.name or "", options.get("preconditions") or {})
             if kind.plural == "pods":
                 return _json(deleted)
             return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -25,6 +26,7 @@ Predicate = Callable[[Obj], bool]
 # ApiError(422) to refuse the write. Schema validation plugs in here.
 Validator = Callable[[ResourceKind, Obj, Obj | None], None]
 
+NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")  # RFC 1123 subdomain
 DEFAULT_HISTORY = 1000
 DEFAULT_WATCH_QUEUE = 1000
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -111,6 +113,13 @@ class Store:
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
         name = meta.get("name")
+        if isinstance(name, str) and name and not (len(name) <= 253 and NAME.match(name)):
+            raise ApiError(422, f'{kind.kind} "{name}" is invalid: metadata.name: Invalid value: "{name}": a lowercase '
+                                "RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+                                "and must start and end with an alphanumeric character",
+                           details={"name": name, "group": kind.group, "kind": kind.kind,
+                                    "causes": [{"field": "metadata.name", "reason": "FieldValueInvalid",
+                                                "message": "a lowercase RFC 1123 subdomain"}]})
         if not name or not isinstance(name, str):
             raise ApiError(422, "metadata.name: Required value: name or generateName is required",
                            details={"kind": kind.kind, "causes": [{"field": "metadata.name",
@@ -171,8 +180,15 @@ class Store:
         self._validate(kind, stored, current)
         return self._commit(kind, namespace, name, stored, "MODIFIED")
 
-    def delete(self, kind: ResourceKind, namespace: str, name: str) -> Obj:
+    def delete(self, kind: ResourceKind, namespace: str, name: str, preconditions: Obj | None = None) -> Obj:
+        """Deletes at once (no finalizers or grace periods); DeleteOptions preconditions that fail are a 409."""
         current = self.get(kind, namespace, name)
+        for field_name in ("uid", "resourceVersion"):
+            wanted = (preconditions or {}).get(field_name)
+            if wanted and wanted != current["metadata"][field_name]:
+                raise ApiError(409, f"Precondition failed: {field_name} in precondition: {wanted}, {field_name} in "
+                                    f"object meta: {current['metadata'][field_name]}", reason="Conflict",
+                               details={"name": name, "group": kind.group, "kind": kind.plural})
         del self.objects[kind][(namespace, name)]
         self.revision += 1
         current["metadata"]["resourceVersion"] = str(self.revision)

@@ -203,3 +203,26 @@ def test_strategic_merge_merges_containers_by_name_where_merge_patch_replaces_th
         "api", NAMESPACE, {"spec": {"template": {"spec": {"containers": [{"name": "only", "image": "x:1"}]}}}},
         _content_type="application/merge-patch+json")
     assert [(c.name, c.image, c.env) for c in replaced.spec.template.spec.containers] == [("only", "x:1", None)]
+
+
+def test_delete_preconditions_and_delete_collection(cluster: Cluster) -> None:
+    made = cluster.core.create_namespaced_pod(NAMESPACE, pod("a", {"app": "api"}))
+    cluster.core.patch_namespaced_pod("a", NAMESPACE, {"metadata": {"labels": {"v": "2"}}})
+    stale = client.V1DeleteOptions(preconditions=client.V1Preconditions(
+        resource_version=made.metadata.resource_version))
+    with pytest.raises(ApiException) as refused:
+        cluster.core.delete_namespaced_pod("a", NAMESPACE, body=stale)
+    assert (refused.value.status, status_of(refused.value)["reason"]) == (409, "Conflict")
+    cluster.core.create_namespaced_pod(NAMESPACE, pod("b", {"app": "api"}))
+    cluster.core.create_namespaced_pod(NAMESPACE, pod("c", {"app": "batch"}))
+    cluster.core.delete_collection_namespaced_pod(NAMESPACE, label_selector="app=api")
+    assert [p.metadata.name for p in cluster.core.list_namespaced_pod(NAMESPACE).items] == ["c"]
+
+
+def test_a_name_that_is_not_an_rfc_1123_subdomain_is_422(cluster: Cluster) -> None:
+    with pytest.raises(ApiException) as refused:
+        cluster.core.create_namespaced_pod(NAMESPACE, pod("Bad_Name"))
+    body = status_of(refused.value)
+    assert (refused.value.status, body["reason"]) == (422, "Invalid")
+    assert body["details"]["causes"][0]["field"] == "metadata.name"
+    assert cluster.core.list_namespaced_pod(NAMESPACE).items == []
