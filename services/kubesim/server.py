@@ -18,6 +18,7 @@ from typing import Any, Self
 from aiohttp import web
 
 from services.kubesim import patch as patches
+from services.kubesim import tables
 from services.kubesim.discovery import KUBE_VERSION, READ_VERBS, Registry, ResourceKind
 from services.kubesim.errors import ApiError, failure_status
 from services.kubesim.selectors import field_selector, label_selector
@@ -177,7 +178,12 @@ class KubeApi:
         if verb == "watch":
             return await self._watch(request, target)
         if verb == "list":
-            return _json(self._list(request, target))
+            listed = self._list(request, target)
+            if tables.wants_table(request.headers.get("Accept", "")):
+                return _json(tables.table(kind.kind, listed["items"], listed["metadata"]["resourceVersion"],
+                                          request.query.get("includeObject", "Metadata"),
+                                          listed["metadata"].get("continue")))
+            return _json(listed)
         if verb == "deletecollection":
             for obj in self.store.list(kind, target.namespace, self._matcher(request, kind)):
                 self.store.delete(kind, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
@@ -189,7 +195,12 @@ class KubeApi:
             return self._log(request, namespace, target.name or "")
         if verb == "get":
             obj = self.store.get(kind, namespace, target.name or "")
-            return _json(self._scale(kind, obj) if target.subresource == "scale" else obj)
+            if target.subresource == "scale":
+                return _json(self._scale(kind, obj))
+            if tables.wants_table(request.headers.get("Accept", "")):
+                return _json(tables.table(kind.kind, [obj], obj["metadata"]["resourceVersion"],
+                                          request.query.get("includeObject", "Metadata")))
+            return _json(obj)
         if verb == "create":
             return _json(self.store.create(kind, namespace, await self._body(request)), 201)
         if verb == "delete":

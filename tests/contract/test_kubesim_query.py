@@ -14,7 +14,7 @@ from kubernetes.client.rest import ApiException
 
 from services.kubesim.server import SIMULATED_CONFIGMAP, SIMULATED_HEADER
 from services.kubesim.store import Store
-from tests.contract.conftest import NAMESPACE, Cluster, pod
+from tests.contract.conftest import NAMESPACE, Cluster, pod, rollout
 
 LABELS = {
     "a": {"app": "api", "tier": "front", "gpu": "a100"},
@@ -143,3 +143,24 @@ def test_a_continue_token_older_than_the_history_is_410_expired(kube: Callable[.
     with pytest.raises(ApiException) as garbage:
         cluster.core.list_namespaced_pod(NAMESPACE, limit=2, _continue="not-a-token")
     assert garbage.value.status == 400
+
+
+def test_kubectl_get_prints_the_server_side_columns(pods: Cluster) -> None:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is needed as a second real client: apt-get install kubectl"
+    hpa = {"metadata": {"name": "api"}, "spec": {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"}, "minReplicas": 2,
+        "maxReplicas": 20, "metrics": [{"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]}}
+    client.AutoscalingV2Api(pods.admin).create_namespaced_horizontal_pod_autoscaler(NAMESPACE, hpa)
+    pods.custom.create_namespaced_custom_object("argoproj.io", "v1alpha1", NAMESPACE, "rollouts", rollout("ai-api"))
+    result = subprocess.run([kubectl, "--kubeconfig", str(pods.kubeconfig), "get", "pods,hpa,rollouts",
+                             "-n", NAMESPACE], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = [line.split() for line in result.stdout.splitlines() if line.strip()]
+    assert lines[0] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert lines[3][:4] == ["pod/c", "0/1", "Running", "0"]
+    assert lines[5][:6] == ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS"]
+    assert lines[6][:5] == ["horizontalpodautoscaler.autoscaling/api", "Deployment/api", "<unknown>/70%", "2", "20"]
+    assert lines[7] == ["NAME", "DESIRED", "CURRENT", "UP-TO-DATE", "AVAILABLE", "AGE"]  # the Argo CRD's columns
+    assert lines[8][:2] == ["rollout.argoproj.io/ai-api", "3"]
