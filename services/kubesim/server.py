@@ -322,6 +322,7 @@ class KubeApi:
         bookmarks = request.query.get("allowWatchBookmarks") in TRUE_WORDS
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         matches = self._matcher(request, target.kind)
+        encode = self._event_encoder(request)
 
         def drop() -> None:
             if request.transport is not None:
@@ -339,16 +340,30 @@ class KubeApi:
         try:
             await response.prepare(request)
             for event in backlog:
-                await response.write(event.line())
-            await self._stream(response, watcher.queue, float(timeout or DEFAULT_WATCH_TIMEOUT), bookmarks, target)
+                await response.write(encode(event))
+            await self._stream(response, watcher.queue, float(timeout or DEFAULT_WATCH_TIMEOUT), bookmarks, target,
+                               encode)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
             self.store.unwatch(watcher)
         return response
 
+    @staticmethod
+    def _event_encoder(request: web.Request) -> Callable[[WatchEvent], bytes]:
+        """Watch events as NDJSON lines; as one-row Tables when the client asked for Tables (``kubectl get -w``)."""
+        if not tables.wants_table(request.headers.get("Accept", "")):
+            return WatchEvent.line
+        include = request.query.get("includeObject", "Metadata")
+
+        def as_table(event: WatchEvent) -> bytes:
+            obj = tables.table(event.kind.kind, [event.obj], str(event.rv), include)
+            return json.dumps({"type": event.type, "object": obj}).encode() + b"\n"
+
+        return as_table
+
     async def _stream(self, response: web.StreamResponse, queue: asyncio.Queue[WatchEvent | None], seconds: float,
-                      bookmarks: bool, target: Target) -> None:
+                      bookmarks: bool, target: Target, encode: Callable[[WatchEvent], bytes]) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while (remaining := deadline - loop.time()) > 0:
@@ -361,7 +376,7 @@ class KubeApi:
                 continue
             if event is None:  # dropped for falling behind
                 return
-            await response.write(event.line())
+            await response.write(encode(event))
 
     def _bookmark(self, kind: ResourceKind) -> bytes:
         obj = {"kind": kind.kind, "apiVersion": kind.api_version,

@@ -4,8 +4,10 @@ through the official client and, as a second real client, kubectl."""
 from __future__ import annotations
 
 import json
+import queue
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -164,3 +166,23 @@ def test_kubectl_get_prints_the_server_side_columns(pods: Cluster) -> None:
     assert lines[6][:5] == ["horizontalpodautoscaler.autoscaling/api", "Deployment/api", "<unknown>/70%", "2", "20"]
     assert lines[7] == ["NAME", "DESIRED", "CURRENT", "UP-TO-DATE", "AVAILABLE", "AGE"]  # the Argo CRD's columns
     assert lines[8][:2] == ["rollout.argoproj.io/ai-api", "3"]
+
+
+def test_kubectl_get_watch_prints_each_change_as_a_row(cluster: Cluster) -> None:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is needed as a second real client: apt-get install kubectl"
+    cluster.core.create_namespaced_pod(NAMESPACE, pod("first"))
+    process = subprocess.Popen([kubectl, "--kubeconfig", str(cluster.kubeconfig), "get", "pods", "-n", NAMESPACE,
+                                "-w"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or []], daemon=True).start()
+    try:
+        assert lines.get(timeout=120).split()[0] == "NAME"
+        assert lines.get(timeout=120).split()[:3] == ["first", "0/1", "Pending"]
+        cluster.core.create_namespaced_pod(NAMESPACE, pod("second"))
+        assert lines.get(timeout=120).split()[:3] == ["second", "0/1", "Pending"]
+        cluster.core.patch_namespaced_pod_status("second", NAMESPACE, {"status": {"phase": "Running"}})
+        assert lines.get(timeout=120).split()[:3] == ["second", "0/1", "Running"]
+    finally:
+        process.kill()
+        process.wait()
