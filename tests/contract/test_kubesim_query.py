@@ -1,13 +1,9 @@
 """kubesim's list queries (label and field selectors, limit/continue), auth roles, discovery and its SIMULATED mark,
-through the official client and, as a second real client, kubectl."""
+through the official client."""
 
 from __future__ import annotations
 
 import json
-import queue
-import shutil
-import subprocess
-import threading
 from collections.abc import Callable
 
 import pytest
@@ -16,7 +12,7 @@ from kubernetes.client.rest import ApiException
 
 from services.kubesim.server import SIMULATED_CONFIGMAP, SIMULATED_HEADER
 from services.kubesim.store import Store
-from tests.contract.conftest import NAMESPACE, Cluster, pod, rollout
+from tests.contract.conftest import NAMESPACE, Cluster, pod
 
 LABELS = {
     "a": {"app": "api", "tier": "front", "gpu": "a100"},
@@ -123,15 +119,6 @@ def test_kubesim_says_it_is_simulated(cluster: Cluster) -> None:
     assert cluster.core.read_namespaced_config_map(name, namespace).data == {"simulated": "true"}
 
 
-def test_kubectl_get_reads_kubesim(pods: Cluster) -> None:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl is needed as a second real client: apt-get install kubectl"
-    result = subprocess.run([kubectl, "--kubeconfig", str(pods.kubeconfig), "get", "pods", "-n", NAMESPACE,
-                             "-l", "app=api", "-o", "json"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert [item["metadata"]["name"] for item in json.loads(result.stdout)["items"]] == ["a", "b"]
-
-
 def test_a_continue_token_older_than_the_history_is_410_expired(kube: Callable[..., Cluster]) -> None:
     cluster = kube(store=Store(history=5))
     for name in "abcd":
@@ -145,44 +132,3 @@ def test_a_continue_token_older_than_the_history_is_410_expired(kube: Callable[.
     with pytest.raises(ApiException) as garbage:
         cluster.core.list_namespaced_pod(NAMESPACE, limit=2, _continue="not-a-token")
     assert garbage.value.status == 400
-
-
-def test_kubectl_get_prints_the_server_side_columns(pods: Cluster) -> None:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl is needed as a second real client: apt-get install kubectl"
-    hpa = {"metadata": {"name": "api"}, "spec": {
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"}, "minReplicas": 2,
-        "maxReplicas": 20, "metrics": [{"type": "Resource", "resource": {
-            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]}}
-    client.AutoscalingV2Api(pods.admin).create_namespaced_horizontal_pod_autoscaler(NAMESPACE, hpa)
-    pods.custom.create_namespaced_custom_object("argoproj.io", "v1alpha1", NAMESPACE, "rollouts", rollout("ai-api"))
-    result = subprocess.run([kubectl, "--kubeconfig", str(pods.kubeconfig), "get", "pods,hpa,rollouts",
-                             "-n", NAMESPACE], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    lines = [line.split() for line in result.stdout.splitlines() if line.strip()]
-    assert lines[0] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
-    assert lines[3][:4] == ["pod/c", "0/1", "Running", "0"]
-    assert lines[5][:6] == ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS"]
-    assert lines[6][:5] == ["horizontalpodautoscaler.autoscaling/api", "Deployment/api", "<unknown>/70%", "2", "20"]
-    assert lines[7] == ["NAME", "DESIRED", "CURRENT", "UP-TO-DATE", "AVAILABLE", "AGE"]  # the Argo CRD's columns
-    assert lines[8][:2] == ["rollout.argoproj.io/ai-api", "3"]
-
-
-def test_kubectl_get_watch_prints_each_change_as_a_row(cluster: Cluster) -> None:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl is needed as a second real client: apt-get install kubectl"
-    cluster.core.create_namespaced_pod(NAMESPACE, pod("first"))
-    process = subprocess.Popen([kubectl, "--kubeconfig", str(cluster.kubeconfig), "get", "pods", "-n", NAMESPACE,
-                                "-w"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or []], daemon=True).start()
-    try:
-        assert lines.get(timeout=120).split()[0] == "NAME"
-        assert lines.get(timeout=120).split()[:3] == ["first", "0/1", "Pending"]
-        cluster.core.create_namespaced_pod(NAMESPACE, pod("second"))
-        assert lines.get(timeout=120).split()[:3] == ["second", "0/1", "Pending"]
-        cluster.core.patch_namespaced_pod_status("second", NAMESPACE, {"status": {"phase": "Running"}})
-        assert lines.get(timeout=120).split()[:3] == ["second", "0/1", "Running"]
-    finally:
-        process.kill()
-        process.wait()
