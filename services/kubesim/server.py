@@ -30,6 +30,7 @@ SIMULATED_HEADER = "x-switchboard-simulated"
 SIMULATED_CONFIGMAP = ("kube-public", "switchboard-simulated")  # (namespace, name): a double announces itself
 ADMIN, VIEWER = "admin", "viewer"
 DEFAULT_WATCH_TIMEOUT = 1800.0
+MAX_BODY = 3 * 1024 * 1024  # a real API server refuses request bodies over 3 MiB
 TRUE_WORDS = {"1", "t", "T", "TRUE", "true", "True"}  # Go's strconv.ParseBool, which the API server uses
 
 
@@ -70,7 +71,7 @@ class KubeApi:
         self.store.create(configmaps, namespace, {"metadata": {"name": name}, "data": {"simulated": "true"}})
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors])
+        app = web.Application(middlewares=[self._errors], client_max_size=MAX_BODY)
         app.on_response_prepare.append(self._mark_simulated)
         app.on_shutdown.append(self._end_watches)
         app.router.add_route("*", "/{tail:.*}", self._route)
@@ -465,6 +466,8 @@ class KubeSim:
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=30)
 
     def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
         if self._runner is not None:
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
