@@ -12,8 +12,9 @@ $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) is required (install Python 3.11)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-# System packages the tests use; installed through apt-get when missing and running as root.
-SYSTEM_PACKAGES := redis-server:redis-server tmux:tmux
+# System packages the tests use (command:package); installed through apt-get when missing and running as root.
+# kubectl ships with this machine image; Debian's kubernetes-client provides one where it does not.
+SYSTEM_PACKAGES := redis-server:redis-server tmux:tmux kubectl:kubernetes-client
 
 .PHONY: system-packages
 system-packages:
