@@ -282,6 +282,10 @@ class KubeApi:
 
     @staticmethod
     async def _body(request: web.Request) -> Obj:
+        if request.content_type not in ("application/json", "application/octet-stream", ""):
+            # kubectl sends built-in kinds as protobuf first; a 415 makes client-go send them again as JSON.
+            raise ApiError(415, f"the body of the request was in an unknown format ({request.content_type}); "
+                                "kubesim accepts application/json")
         try:
             body = json.loads(await request.read() or b"null")
         except ValueError as exc:
