@@ -131,13 +131,16 @@ def test_custom_resources_merge_patch_but_refuse_strategic_merge_with_415(cluste
     assert cluster.custom.get_namespaced_custom_object(*ARGO, NAMESPACE, "rollouts", "ai-api")["spec"]["paused"]
 
 
+PAUSE = {"reason": "CanaryPauseStep", "startTime": "2026-11-30T00:00:00Z"}  # the CRD requires both
+
+
 def test_rollout_status_subresource_takes_only_status(cluster: Cluster) -> None:
     cluster.custom.create_namespaced_custom_object(*ARGO, NAMESPACE, "rollouts", rollout("ai-api"))
     written = cluster.custom.patch_namespaced_custom_object_status(
         *ARGO, NAMESPACE, "rollouts", "ai-api",
-        {"spec": {"replicas": 99}, "status": {"pauseConditions": [{"reason": "CanaryPauseStep"}]}})
+        {"spec": {"replicas": 99}, "status": {"pauseConditions": [PAUSE]}})
     assert written["spec"]["replicas"] == 3
-    assert written["status"]["pauseConditions"] == [{"reason": "CanaryPauseStep"}]
+    assert written["status"]["pauseConditions"] == [PAUSE]
     assert written["metadata"]["generation"] == 1
 
 
