@@ -19,6 +19,8 @@ from aiohttp import web
 
 from services.kubesim import patch as patches
 from services.kubesim import tables
+from services.kubesim.controllers.base import Settings as ControllerSettings
+from services.kubesim.controllers.runner import Controllers
 from services.kubesim.discovery import KUBE_VERSION, READ_VERBS, Registry, ResourceKind
 from services.kubesim.errors import ApiError, failure_status
 from services.kubesim.selectors import field_selector, label_selector
@@ -429,8 +431,10 @@ class KubeSim:
     """kubesim on a free (or given) loopback port, served from a daemon thread: ``start``/``stop`` or ``with``."""
 
     def __init__(self, tokens: dict[str, str], port: int = 0, host: str = "127.0.0.1", tls: bool = True,
-                 **api_options: Any) -> None:
+                 controllers: ControllerSettings | None = None, **api_options: Any) -> None:
         self.host, self.port = host, port
+        self.controller_settings = controllers  # None: no controllers (a bare API server)
+        self.controllers: Controllers | None = None
         self.certificate = self_signed() if tls else None
         self._options = {"tokens": tokens, **api_options}
         self.api: KubeApi | None = None
@@ -454,6 +458,9 @@ class KubeSim:
 
     async def _start(self) -> None:
         self.api = KubeApi(**self._options)
+        if self.controller_settings is not None:
+            self.controllers = Controllers(self.api.store, self.api.registry, self.controller_settings)
+            self.controllers.start()
         self._runner = web.AppRunner(self.api.app(), access_log=None, handler_cancellation=True,
                                     shutdown_timeout=2.0)
         await self._runner.setup()
@@ -473,6 +480,8 @@ class KubeSim:
     def stop(self) -> None:
         if not self._thread.is_alive():
             return
+        if self.controllers is not None:
+            self._loop.call_soon_threadsafe(self.controllers.stop)
         if self._runner is not None:
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)

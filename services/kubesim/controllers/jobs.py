@@ -1,0 +1,53 @@
+"""Jobs -> Pods: keeps up to spec.parallelism pods running until spec.completions have Succeeded. Each pod runs
+for the Job's ``kubesim.switchboard/run-seconds`` annotation (a scenario sets it) or the default job time, then
+Succeeds; the Job then gets completionTime and the Complete (and SuccessCriteriaMet) conditions."""
+
+from __future__ import annotations
+
+from services.kubesim.controllers.base import RUN_SECONDS, Context, owned_by, pod_from_template, set_condition
+from services.kubesim.store import Obj
+
+JOB_NAME_LABELS = ("job-name", "batch.kubernetes.io/job-name")
+UID_LABELS = ("controller-uid", "batch.kubernetes.io/controller-uid")
+
+
+class Jobs:
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    def tick(self) -> None:
+        store, kinds = self.context.store, self.context.kinds
+        pods = store.list(kinds.pods, None, lambda _: True)
+        for job in store.list(kinds.jobs, None, lambda _: True):
+            self._sync(job, [pod for pod in pods if owned_by(pod, job)])
+
+    def _sync(self, job: Obj, pods: list[Obj]) -> None:
+        store, kinds, meta = self.context.store, self.context.kinds, job["metadata"]
+        spec, status = job.get("spec") or {}, dict(job.get("status") or {})
+        completions = int(spec.get("completions") or 1)
+        parallelism = int(spec.get("parallelism") if spec.get("parallelism") is not None else 1)
+        phases = [(pod.get("status") or {}).get("phase") for pod in pods]
+        succeeded, failed = phases.count("Succeeded"), phases.count("Failed")
+        active = len(pods) - succeeded - failed
+        stamp = self.context.timestamp()
+        complete = succeeded >= completions
+        if not complete and not spec.get("suspend"):
+            run_seconds = (meta.get("annotations") or {}).get(RUN_SECONDS, str(self.context.settings.job_seconds))
+            labels = {label: meta["name"] for label in JOB_NAME_LABELS}
+            labels.update({label: meta["uid"] for label in UID_LABELS})
+            while active < parallelism and succeeded + active < completions:
+                pod = pod_from_template(spec.get("template") or {}, job, labels, annotations={RUN_SECONDS: run_seconds})
+                store.create(kinds.pods, meta["namespace"], pod)
+                active += 1
+        status.setdefault("startTime", stamp)
+        status.update(active=active, succeeded=succeeded, failed=failed, ready=0)
+        if complete:
+            conditions = status.get("conditions") or []
+            conditions = set_condition(conditions, "SuccessCriteriaMet", "True", "CompletionsReached",
+                                       "Reached expected number of succeeded pods", stamp)
+            conditions = set_condition(conditions, "Complete", "True", "CompletionsReached",
+                                       "Reached expected number of succeeded pods", stamp)
+            status.update(conditions=conditions, active=0)
+            status.setdefault("completionTime", stamp)
+        if status != job.get("status"):
+            store.replace(kinds.jobs, meta["namespace"], meta["name"], {**job, "status": status}, "status")

@@ -1,0 +1,98 @@
+"""The kubelet's part: a bound pod goes Pending -> Running, turns Ready ``ready_delay`` seconds later, and a pod
+with a run time (Job pods) Succeeds when it is up. A pod annotated ``kubesim.switchboard/crash-loop: "true"``
+instead restarts every ``crash_interval`` seconds, waits in CrashLoopBackOff and gets a BackOff warning Event."""
+
+from __future__ import annotations
+
+from services.kubesim.controllers.base import CRASH_LOOP, RUN_SECONDS, Context, is_terminal, set_condition
+from services.kubesim.store import Obj
+
+
+class Kubelet:
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.started: dict[str, float] = {}  # pod uid -> when its containers started (runner clock)
+        self.crashed: dict[str, float] = {}  # pod uid -> when its containers last crashed
+
+    def tick(self) -> None:
+        pods = self.context.store.list(self.context.kinds.pods, None, lambda _: True)
+        alive = {pod["metadata"]["uid"] for pod in pods}
+        for memory in (self.started, self.crashed):
+            for uid in set(memory) - alive:
+                del memory[uid]
+        for pod in pods:
+            if (pod.get("spec") or {}).get("nodeName") and not is_terminal(pod):
+                self._sync(pod)
+
+    def _sync(self, pod: Obj) -> None:
+        uid, now = pod["metadata"]["uid"], self.context.clock()
+        started = self.started.setdefault(uid, now)
+        annotations = pod["metadata"].get("annotations") or {}
+        status = pod.get("status") or {}
+        if annotations.get(CRASH_LOOP) == "true":
+            self._crash_loop(pod, status, now)
+            return
+        run_seconds = annotations.get(RUN_SECONDS)
+        if run_seconds is not None and now - started >= float(run_seconds):
+            self._write(pod, self._finished(pod, status))
+            return
+        ready = now - started >= self.context.settings.ready_delay
+        self._write(pod, self._running(pod, status, ready))
+
+    def _running(self, pod: Obj, status: Obj, ready: bool, restarts: int = 0, waiting: bool = False) -> Obj:
+        stamp = self.context.timestamp()
+        previous = {c.get("name"): c for c in status.get("containerStatuses") or []}
+        containers = []
+        for spec in pod["spec"].get("containers") or []:
+            old = previous.get(spec["name"]) or {}
+            started_at = ((old.get("state") or {}).get("running") or {}).get("startedAt", stamp)
+            state = ({"waiting": {"reason": "CrashLoopBackOff",
+                                  "message": f"back-off restarting failed container {spec['name']}"}}
+                     if waiting else {"running": {"startedAt": started_at}})
+            entry = {"name": spec["name"], "image": spec.get("image", ""), "imageID": "", "ready": ready,
+                     "started": not waiting, "restartCount": restarts, "state": state}
+            if waiting:
+                entry["lastState"] = {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": stamp,
+                                                     "finishedAt": stamp}}
+            containers.append(entry)
+        conditions = status.get("conditions") or []
+        word = "True" if ready else "False"
+        reason = "" if ready else "ContainersNotReady"
+        conditions = set_condition(conditions, "Initialized", "True", "", "", stamp)
+        conditions = set_condition(conditions, "Ready", word, reason, "", stamp)
+        conditions = set_condition(conditions, "ContainersReady", word, reason, "", stamp)
+        return {**status, "phase": "Running", "conditions": conditions, "containerStatuses": containers,
+                "hostIP": status.get("hostIP", "10.0.0.1"), "podIP": status.get("podIP") or _pod_ip(pod),
+                "startTime": status.get("startTime", stamp), "qosClass": status.get("qosClass", "BestEffort")}
+
+    def _finished(self, pod: Obj, status: Obj) -> Obj:
+        stamp = self.context.timestamp()
+        running = self._running(pod, status, ready=False)
+        for entry in running["containerStatuses"]:
+            entry.update(started=False, state={"terminated": {"exitCode": 0, "reason": "Completed",
+                                                              "startedAt": stamp, "finishedAt": stamp}})
+        conditions = set_condition(running["conditions"], "Ready", "False", "PodCompleted", "", stamp)
+        conditions = set_condition(conditions, "ContainersReady", "False", "PodCompleted", "", stamp)
+        return {**running, "phase": "Succeeded", "conditions": conditions}
+
+    def _crash_loop(self, pod: Obj, status: Obj, now: float) -> None:
+        uid = pod["metadata"]["uid"]
+        restarts = max((c.get("restartCount", 0) for c in status.get("containerStatuses") or []), default=0)
+        last = self.crashed.get(uid)
+        if last is None or now - last >= self.context.settings.crash_interval:
+            self.crashed[uid] = now
+            restarts += 1
+            updated = self._write(pod, self._running(pod, status, False, restarts, waiting=True))
+            name = (pod["spec"].get("containers") or [{}])[0].get("name", "")
+            self.context.event(updated, "BackOff", f"Back-off restarting failed container {name} in pod "
+                                                   f"{pod['metadata']['name']}", "Warning")
+
+    def _write(self, pod: Obj, status: Obj) -> Obj:
+        meta = pod["metadata"]
+        return self.context.store.replace(self.context.kinds.pods, meta["namespace"], meta["name"],
+                                          {**pod, "status": status}, "status")
+
+
+def _pod_ip(pod: Obj) -> str:
+    number = int(pod["metadata"]["uid"].replace("-", "")[:6], 16)
+    return f"10.244.{(number >> 8) % 256}.{number % 254 + 1}"

@@ -1,0 +1,201 @@
+"""Deployments -> ReplicaSets -> Pods and StatefulSets -> Pods.
+
+A Deployment owns one ReplicaSet per pod-template hash (``<deployment>-<hash>``, labelled pod-template-hash).
+Rolling updates are simplified: the new ReplicaSet is scaled to spec.replicas at once and the old ones shrink as
+the new pods turn Ready, so the update never drops below the ready count it started with (a surge of up to 100%
+instead of the 25% default; maxUnavailable 0). A StatefulSet creates ``<name>-0`` .. ``<name>-N-1`` in order,
+each once the one before it is Running and Ready (OrderedReady), and removes the highest ordinal first."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+from services.kubesim.controllers.base import (
+    Context,
+    is_ready,
+    is_terminal,
+    owned_by,
+    owner_reference,
+    pod_from_template,
+    set_condition,
+    template_hash,
+)
+from services.kubesim.store import Obj
+
+HASH_LABEL = "pod-template-hash"
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+
+
+def _replicas(obj: Obj) -> int:
+    value = (obj.get("spec") or {}).get("replicas")
+    return 1 if value is None else int(value)
+
+
+def _max_unavailable(deployment: Obj, replicas: int) -> int:
+    """The Available condition's allowance: strategy.rollingUpdate.maxUnavailable, 25% (rounded down) by default."""
+    rolling = ((deployment.get("spec") or {}).get("strategy") or {}).get("rollingUpdate") or {}
+    value = rolling.get("maxUnavailable", "25%")
+    if isinstance(value, str) and value.endswith("%"):
+        return math.floor(replicas * int(value[:-1]) / 100)
+    return int(value)
+
+
+class ReplicaSets:
+    """Keeps each ReplicaSet's live pods at spec.replicas and its status current."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    def tick(self) -> None:
+        store, kinds = self.context.store, self.context.kinds
+        pods = store.list(kinds.pods, None, lambda _: True)
+        for replicaset in store.list(kinds.replicasets, None, lambda _: True):
+            mine = [pod for pod in pods if owned_by(pod, replicaset) and not is_terminal(pod)]
+            self._scale(replicaset, mine)
+
+    def _scale(self, replicaset: Obj, pods: list[Obj]) -> None:
+        store, kinds, meta = self.context.store, self.context.kinds, replicaset["metadata"]
+        wanted = _replicas(replicaset)
+        template = (replicaset.get("spec") or {}).get("template") or {}
+        for _ in range(wanted - len(pods)):
+            pods.append(store.create(kinds.pods, meta["namespace"], pod_from_template(template, replicaset, {})))
+        if len(pods) > wanted:
+            doomed = sorted(pods, key=lambda pod: (is_ready(pod), pod["metadata"]["creationTimestamp"]))
+            for pod in doomed[: len(pods) - wanted]:
+                store.delete(kinds.pods, meta["namespace"], pod["metadata"]["name"])
+            pods = doomed[len(pods) - wanted:]
+        ready = sum(is_ready(pod) for pod in pods)
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        fully_labeled = sum(all((pod["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
+                            for pod in pods)
+        status = {"replicas": len(pods), "fullyLabeledReplicas": fully_labeled, "readyReplicas": ready,
+                  "availableReplicas": ready, "observedGeneration": meta["generation"]}
+        if replicaset.get("status") != status:
+            store.replace(kinds.replicasets, meta["namespace"], meta["name"], {**replicaset, "status": status},
+                          "status")
+
+
+class Deployments:
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    def tick(self) -> None:
+        store, kinds = self.context.store, self.context.kinds
+        replicasets = store.list(kinds.replicasets, None, lambda _: True)
+        for deployment in store.list(kinds.deployments, None, lambda _: True):
+            self._sync(deployment, [rs for rs in replicasets if owned_by(rs, deployment)])
+
+    def _sync(self, deployment: Obj, owned: list[Obj]) -> None:
+        store, kinds, meta = self.context.store, self.context.kinds, deployment["metadata"]
+        spec = deployment.get("spec") or {}
+        template = copy.deepcopy(spec.get("template") or {})
+        digest = template_hash(template)
+        wanted = _replicas(deployment)
+        new = next((rs for rs in owned if (rs["metadata"].get("labels") or {}).get(HASH_LABEL) == digest), None)
+        if new is None:
+            new = store.create(kinds.replicasets, meta["namespace"], self._replicaset(deployment, template, digest))
+        old = [rs for rs in owned if rs["metadata"]["uid"] != new["metadata"]["uid"]]
+        new = self._resize(new, wanted)
+        new_ready = int((new.get("status") or {}).get("readyReplicas") or 0)
+        room = max(0, wanted - new_ready)  # old pods kept until new ones are Ready
+        for replicaset in sorted(old, key=lambda rs: rs["metadata"]["creationTimestamp"], reverse=True):
+            keep = min(room, _replicas(replicaset))
+            room -= keep
+            self._resize(replicaset, keep)
+        self._status(deployment, new, old)
+
+    def _replicaset(self, deployment: Obj, template: Obj, digest: str) -> Obj:
+        spec = deployment.get("spec") or {}
+        labels = {**((template.get("metadata") or {}).get("labels") or {}), HASH_LABEL: digest}
+        template.setdefault("metadata", {})["labels"] = labels
+        selector = copy.deepcopy(spec.get("selector") or {})
+        selector["matchLabels"] = {**(selector.get("matchLabels") or {}), HASH_LABEL: digest}
+        name = deployment["metadata"]["name"]
+        return {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": f"{name}-{digest}", "labels": labels,
+                             "annotations": {"deployment.kubernetes.io/desired-replicas": str(_replicas(deployment))},
+                             "ownerReferences": [owner_reference(deployment)]},
+                "spec": {"replicas": 0, "selector": selector, "template": template,
+                         "minReadySeconds": spec.get("minReadySeconds", 0)}}
+
+    def _resize(self, replicaset: Obj, replicas: int) -> Obj:
+        if _replicas(replicaset) == replicas:
+            return replicaset
+        meta = replicaset["metadata"]
+        replicaset = self.context.store.get(self.context.kinds.replicasets, meta["namespace"], meta["name"])
+        replicaset["spec"]["replicas"] = replicas
+        return self.context.store.replace(self.context.kinds.replicasets, meta["namespace"], meta["name"], replicaset)
+
+    def _status(self, deployment: Obj, new: Obj, old: list[Obj]) -> None:
+        def count(field: str, sets: list[Obj]) -> int:
+            return sum(int((rs.get("status") or {}).get(field) or 0) for rs in sets)
+
+        meta, wanted = deployment["metadata"], _replicas(deployment)
+        every = [new, *old]
+        replicas, available = count("replicas", every), count("availableReplicas", every)
+        updated = count("replicas", [new])
+        stamp = self.context.timestamp()
+        status = deployment.get("status") or {}
+        conditions = status.get("conditions") or []
+        if available >= wanted - _max_unavailable(deployment, wanted):
+            conditions = set_condition(conditions, "Available", "True", "MinimumReplicasAvailable",
+                                       "Deployment has minimum availability.", stamp, update_time=True)
+        else:
+            conditions = set_condition(conditions, "Available", "False", "MinimumReplicasUnavailable",
+                                       "Deployment does not have minimum availability.", stamp, update_time=True)
+        rs_name = new["metadata"]["name"]
+        done = updated == wanted and count("availableReplicas", [new]) == wanted and replicas == wanted
+        message = f'ReplicaSet "{rs_name}" ' + ("has successfully progressed." if done else "is progressing.")
+        conditions = set_condition(conditions, "Progressing", "True",
+                                   "NewReplicaSetAvailable" if done else "ReplicaSetUpdated", message, stamp,
+                                   update_time=True)
+        fresh = {"observedGeneration": meta["generation"], "replicas": replicas, "updatedReplicas": updated,
+                 "readyReplicas": count("readyReplicas", every), "availableReplicas": available,
+                 "unavailableReplicas": max(0, wanted - available), "conditions": conditions}
+        if fresh != status:
+            self.context.store.replace(self.context.kinds.deployments, meta["namespace"], meta["name"],
+                                       {**deployment, "status": fresh}, "status")
+
+
+class StatefulSets:
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    def tick(self) -> None:
+        store, kinds = self.context.store, self.context.kinds
+        pods = store.list(kinds.pods, None, lambda _: True)
+        for statefulset in store.list(kinds.statefulsets, None, lambda _: True):
+            self._sync(statefulset, {pod["metadata"]["name"]: pod for pod in pods if owned_by(pod, statefulset)})
+
+    def _sync(self, statefulset: Obj, pods: dict[str, Obj]) -> None:
+        store, kinds, meta = self.context.store, self.context.kinds, statefulset["metadata"]
+        name, wanted = meta["name"], _replicas(statefulset)
+        spec = statefulset.get("spec") or {}
+        for ordinal in range(wanted):
+            pod_name = f"{name}-{ordinal}"
+            if pod_name not in pods:
+                pod = pod_from_template(spec.get("template") or {}, statefulset, {POD_NAME_LABEL: pod_name},
+                                        name=pod_name)
+                pod["spec"].update(hostname=pod_name, subdomain=spec.get("serviceName", name))
+                pods[pod_name] = store.create(kinds.pods, meta["namespace"], pod)
+                break  # OrderedReady: the next one waits until this one is Ready
+            if not is_ready(pods[pod_name]):
+                break
+        extra = sorted((pod for pod_name, pod in pods.items() if _ordinal(pod_name, name) >= wanted),
+                       key=lambda pod: _ordinal(pod["metadata"]["name"], name), reverse=True)
+        if extra:
+            store.delete(kinds.pods, meta["namespace"], extra[0]["metadata"]["name"])
+            del pods[extra[0]["metadata"]["name"]]
+        live = [pod for pod in pods.values() if not is_terminal(pod)]
+        ready = sum(is_ready(pod) for pod in live)
+        status = {**(statefulset.get("status") or {}), "observedGeneration": meta["generation"],
+                  "replicas": len(live), "readyReplicas": ready, "currentReplicas": len(live),
+                  "updatedReplicas": len(live), "availableReplicas": ready}
+        if status != statefulset.get("status"):
+            store.replace(kinds.statefulsets, meta["namespace"], name, {**statefulset, "status": status}, "status")
+
+
+def _ordinal(pod_name: str, statefulset: str) -> int:
+    tail = pod_name[len(statefulset) + 1:]
+    return int(tail) if tail.isdigit() else -1

@@ -1,0 +1,233 @@
+"""kubesim's controllers through the official client: Deployments, StatefulSets and Jobs get pods, the scheduler
+places them by cpu, memory and GPU (with the GPU product label), and pods go Running, Ready or CrashLoopBackOff.
+Every wait is on state with a deadline, polled, never a fixed sleep."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from services.kubesim.controllers.base import CRASH_LOOP, RUN_SECONDS, Settings
+from tests.contract.conftest import NAMESPACE, Cluster, deployment, pod
+
+FAST = Settings(tick=0.05, ready_delay=0.2, job_seconds=0.3, crash_interval=0.2)
+DEADLINE = 30.0
+A100 = "NVIDIA-A100-SXM4-80GB"
+
+
+def wait_for(what: str, check: Callable[[], Any]) -> Any:
+    """Polls ``check`` until it returns something truthy; fails naming ``what`` after the deadline."""
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.02)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def node(name: str, cpu: str = "32", memory: str = "256Gi", gpus: int = 0, product: str | None = None) -> dict:
+    labels = {"kubernetes.io/hostname": name}
+    capacity = {"cpu": cpu, "memory": memory, "pods": "110"}
+    if gpus:
+        capacity["nvidia.com/gpu"] = str(gpus)
+    if product:
+        labels["nvidia.com/gpu.product"] = product
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
+            "status": {"capacity": capacity, "allocatable": capacity,
+                       "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+@pytest.fixture
+def sim(kube: Callable[..., Cluster]) -> Cluster:
+    cluster = kube(controllers=FAST)
+    for item in (node("cpu-1"), node("a100-1", gpus=4, product=A100), node("a100-2", gpus=4, product=A100)):
+        created = cluster.core.create_node(item)
+        # A real node's kubelet reports status; here the test does, through the status subresource.
+        cluster.core.replace_node_status(created.metadata.name, {**item, "metadata": {
+            "name": created.metadata.name, "resourceVersion": created.metadata.resource_version}})
+    return cluster
+
+
+def pods_of(cluster: Cluster, selector: str) -> list[client.V1Pod]:
+    return cluster.core.list_namespaced_pod(NAMESPACE, label_selector=selector).items
+
+
+def ready(item: client.V1Pod) -> bool:
+    return item.status.phase == "Running" and any(c.type == "Ready" and c.status == "True"
+                                                  for c in item.status.conditions or [])
+
+
+def ready_pods(cluster: Cluster, selector: str, count: int) -> list[client.V1Pod]:
+    found = [item for item in pods_of(cluster, selector) if item.metadata.deletion_timestamp is None]
+    return found if len(found) == count and all(ready(item) for item in found) else []
+
+
+def gpu_pod_template(labels: dict[str, str], gpus: int) -> dict:
+    return {"metadata": {"labels": labels},
+            "spec": {"nodeSelector": {"nvidia.com/gpu.product": A100},
+                     "containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.6.0",
+                                     "resources": {"requests": {"nvidia.com/gpu": str(gpus)},
+                                                   "limits": {"nvidia.com/gpu": str(gpus)}}}]}}
+
+
+def test_a_deployment_gets_ready_pods_from_a_replicaset_and_a_ready_status(sim: Cluster) -> None:
+    sim.apps.create_namespaced_deployment(NAMESPACE, deployment("web", replicas=3))
+    found = wait_for("3 ready pods", lambda: ready_pods(sim, "app=web", 3))
+    assert all(item.spec.node_name for item in found)
+    assert all(c.ready and c.restart_count == 0 and c.state.running for item in found
+               for c in item.status.container_statuses)
+    replicasets = sim.apps.list_namespaced_replica_set(NAMESPACE, label_selector="app=web").items
+    assert len(replicasets) == 1
+    owner = replicasets[0].metadata.owner_references[0]
+    assert (owner.kind, owner.name, owner.controller) == ("Deployment", "web", True)
+    digest = replicasets[0].metadata.labels["pod-template-hash"]
+    assert all(item.metadata.labels["pod-template-hash"] == digest for item in found)
+    assert all(item.metadata.owner_references[0].name == replicasets[0].metadata.name for item in found)
+
+    def settled() -> client.V1Deployment | None:
+        status = sim.apps.read_namespaced_deployment_status("web", NAMESPACE).status
+        done = (status.ready_replicas, status.available_replicas, status.updated_replicas) == (3, 3, 3)
+        return status if done and status.observed_generation == 1 else None
+
+    status = wait_for("a ready deployment status", settled)
+    conditions = {c.type: (c.status, c.reason) for c in status.conditions}
+    assert conditions == {"Available": ("True", "MinimumReplicasAvailable"),
+                          "Progressing": ("True", "NewReplicaSetAvailable")}
+
+
+def test_scaling_a_deployment_through_scale_changes_its_pods(sim: Cluster) -> None:
+    sim.apps.create_namespaced_deployment(NAMESPACE, deployment("web", replicas=3))
+    wait_for("3 ready pods", lambda: ready_pods(sim, "app=web", 3))
+    sim.apps.patch_namespaced_deployment_scale("web", NAMESPACE, {"spec": {"replicas": 5}})
+    wait_for("5 ready pods", lambda: ready_pods(sim, "app=web", 5))
+    sim.apps.patch_namespaced_deployment_scale("web", NAMESPACE, {"spec": {"replicas": 1}})
+    wait_for("1 ready pod", lambda: ready_pods(sim, "app=web", 1))
+    wait_for("a status of 1", lambda: sim.apps.read_namespaced_deployment("web", NAMESPACE).status.replicas == 1)
+
+
+def test_a_template_change_rolls_the_pods_to_a_new_replicaset(sim: Cluster) -> None:
+    sim.apps.create_namespaced_deployment(NAMESPACE, deployment("web", replicas=3))
+    first = wait_for("3 ready pods", lambda: ready_pods(sim, "app=web", 3))
+    old_hash = first[0].metadata.labels["pod-template-hash"]
+    sim.apps.patch_namespaced_deployment("web", NAMESPACE, {"spec": {"template": {"spec": {"containers": [
+        {"name": "main", "image": "registry.local/app:2"}]}}}})
+
+    def rolled() -> list[client.V1Pod]:
+        found = ready_pods(sim, "app=web", 3)
+        return found if all(item.spec.containers[0].image == "registry.local/app:2" for item in found) else []
+
+    pods = wait_for("3 ready pods of the new template", rolled)
+    new_hash = pods[0].metadata.labels["pod-template-hash"]
+    assert new_hash != old_hash
+    replicasets = {rs.metadata.labels["pod-template-hash"]: rs.spec.replicas
+                   for rs in sim.apps.list_namespaced_replica_set(NAMESPACE, label_selector="app=web").items}
+    assert replicasets == {old_hash: 0, new_hash: 3}
+    wait_for("generation 2 observed, all updated", lambda: (
+        (status := sim.apps.read_namespaced_deployment("web", NAMESPACE).status).observed_generation == 2
+        and status.updated_replicas == 3 and status.replicas == 3))
+
+
+def test_a_gpu_statefulset_lands_one_pod_per_a100_node_and_a_third_stays_pending(sim: Cluster) -> None:
+    labels = {"app": "vllm-server"}
+    sim.apps.create_namespaced_stateful_set(NAMESPACE, {
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "vllm-server"},
+        "spec": {"replicas": 2, "serviceName": "vllm-server", "selector": {"matchLabels": labels},
+                 "template": gpu_pod_template(labels, 4)}})
+    found = wait_for("2 ready vllm pods", lambda: ready_pods(sim, "app=vllm-server", 2))
+    assert sorted((item.metadata.name, item.spec.node_name) for item in found) in (
+        [("vllm-server-0", "a100-1"), ("vllm-server-1", "a100-2")],
+        [("vllm-server-0", "a100-2"), ("vllm-server-1", "a100-1")])
+    wait_for("a ready statefulset status", lambda: (
+        sim.apps.read_namespaced_stateful_set("vllm-server", NAMESPACE).status.ready_replicas == 2))
+
+    sim.apps.patch_namespaced_stateful_set_scale("vllm-server", NAMESPACE, {"spec": {"replicas": 3}})
+
+    def unschedulable() -> client.V1Pod | None:
+        third = [item for item in pods_of(sim, "app=vllm-server") if item.metadata.name == "vllm-server-2"]
+        conditions = (third[0].status.conditions or []) if third else []
+        return third[0] if any(c.type == "PodScheduled" and c.status == "False" for c in conditions) else None
+
+    third = wait_for("vllm-server-2 unschedulable", unschedulable)
+    assert third.status.phase == "Pending" and third.spec.node_name is None
+    events = wait_for("a FailedScheduling event", lambda: [
+        event for event in sim.core.list_namespaced_event(NAMESPACE).items
+        if event.reason == "FailedScheduling" and event.involved_object.name == "vllm-server-2"])
+    assert events[0].type == "Warning" and events[0].involved_object.kind == "Pod"
+    assert events[0].involved_object.uid == third.metadata.uid
+    assert "Insufficient nvidia.com/gpu" in events[0].message
+
+
+def test_a_gpu_pod_asking_for_another_product_is_not_placed_on_the_a100s(sim: Cluster) -> None:
+    other = gpu_pod_template({"app": "h100"}, 1)
+    other["spec"]["nodeSelector"] = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    sim.core.create_namespaced_pod(NAMESPACE, {"apiVersion": "v1", "kind": "Pod",
+                                               "metadata": {"name": "h100", **other["metadata"]},
+                                               "spec": other["spec"]})
+    plain_gpu = pod("gpu-anywhere", {"app": "gpu"})
+    plain_gpu["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
+    sim.core.create_namespaced_pod(NAMESPACE, plain_gpu)
+    placed = wait_for("the plain GPU pod placed", lambda: sim.core.read_namespaced_pod(
+        "gpu-anywhere", NAMESPACE).spec.node_name)
+    assert placed in ("a100-1", "a100-2")
+    events = wait_for("a FailedScheduling event", lambda: [
+        event for event in sim.core.list_namespaced_event(NAMESPACE).items
+        if event.reason == "FailedScheduling" and event.involved_object.name == "h100"])
+    assert "didn't match Pod's node affinity/selector" in events[0].message
+    assert sim.core.read_namespaced_pod("h100", NAMESPACE).spec.node_name is None
+
+
+def test_a_job_runs_its_pods_to_completion(sim: Cluster) -> None:
+    template = pod("unused", {"app": "batch"})
+    template["spec"]["restartPolicy"] = "Never"
+    client.BatchV1Api(sim.admin).create_namespaced_job(NAMESPACE, {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "warmup", "annotations": {RUN_SECONDS: "0.2"}},
+        "spec": {"completions": 3, "parallelism": 2,
+                 "template": {"metadata": {"labels": {"app": "batch"}}, "spec": template["spec"]}}})
+
+    def complete() -> client.V1Job | None:
+        job = client.BatchV1Api(sim.admin).read_namespaced_job_status("warmup", NAMESPACE)
+        conditions = (job.status or client.V1JobStatus()).conditions or []
+        done = any(c.type == "Complete" and c.status == "True" for c in conditions)
+        return job if done else None
+
+    job = wait_for("the job complete", complete)
+    assert (job.status.succeeded, job.status.active or 0) == (3, 0)
+    assert job.status.start_time and job.status.completion_time
+    pods = pods_of(sim, "job-name=warmup")
+    assert len(pods) == 3 and {item.status.phase for item in pods} == {"Succeeded"}
+
+
+def test_a_pod_marked_to_crash_loop_restarts_and_backs_off(sim: Cluster) -> None:
+    crashing = pod("flaky", {"app": "flaky"})
+    crashing["metadata"]["annotations"] = {CRASH_LOOP: "true"}
+    sim.core.create_namespaced_pod(NAMESPACE, crashing)
+
+    def restarted() -> client.V1ContainerStatus | None:
+        found = sim.core.read_namespaced_pod_status("flaky", NAMESPACE).status or client.V1PodStatus()
+        statuses = found.container_statuses or []
+        return statuses[0] if statuses and statuses[0].restart_count >= 2 else None
+
+    status = wait_for("two restarts", restarted)
+    assert status.state.waiting.reason == "CrashLoopBackOff" and not status.ready
+    events = wait_for("a BackOff event", lambda: [
+        event for event in sim.core.list_namespaced_event(NAMESPACE).items
+        if event.reason == "BackOff" and event.involved_object.name == "flaky"])
+    assert events[0].type == "Warning" and events[0].count >= 1
+    assert not ready(sim.core.read_namespaced_pod("flaky", NAMESPACE))
+
+
+def test_without_nodes_pods_stay_pending_as_unschedulable(kube: Callable[..., Cluster]) -> None:
+    cluster = kube(controllers=FAST)
+    cluster.core.create_namespaced_pod(NAMESPACE, pod("lonely"))
+
+    def unschedulable() -> bool:
+        status = cluster.core.read_namespaced_pod("lonely", NAMESPACE).status or client.V1PodStatus()
+        return any(c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
+                   for c in status.conditions or [])
+
+    wait_for("PodScheduled=False", unschedulable)
