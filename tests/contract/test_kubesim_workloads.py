@@ -231,3 +231,11 @@ def test_without_nodes_pods_stay_pending_as_unschedulable(kube: Callable[..., Cl
                    for c in status.conditions or [])
 
     wait_for("PodScheduled=False", unschedulable)
+
+
+def test_deleting_a_deployment_takes_its_replicasets_and_pods_with_it(sim: Cluster) -> None:
+    sim.apps.create_namespaced_deployment(NAMESPACE, deployment("web", replicas=2))
+    wait_for("2 ready pods", lambda: ready_pods(sim, "app=web", 2))
+    sim.apps.delete_namespaced_deployment("web", NAMESPACE)
+    wait_for("no pods left", lambda: not pods_of(sim, "app=web")
+             and not sim.apps.list_namespaced_replica_set(NAMESPACE, label_selector="app=web").items)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from services.kubesim.discovery import Registry, ResourceKind
+from services.kubesim.errors import ApiError
 from services.kubesim.store import Obj, Store
 
 ANNOTATION_PREFIX = "kubesim.switchboard/"
@@ -69,7 +70,7 @@ class Context:
         now = self.timestamp()
         try:
             existing = self.store.get(self.kinds.events, namespace, name)
-        except Exception:
+        except ApiError:  # 404: the first such event
             existing = None
         if existing is not None:
             existing.update(count=int(existing.get("count") or 1) + 1, lastTimestamp=now, message=message)

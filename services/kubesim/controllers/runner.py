@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from services.kubesim.controllers.base import Context, Kinds, Settings
+from services.kubesim.controllers.collector import Collector
 from services.kubesim.controllers.jobs import Jobs
 from services.kubesim.controllers.kubelet import Kubelet
 from services.kubesim.controllers.scheduler import Scheduler
@@ -29,9 +30,10 @@ class Controllers:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings or Settings()
         context = Context(store, Kinds.of(registry), self.settings, clock)
-        # Owners first, so the pods they create are scheduled and started in the same pass.
-        self.controllers: list[Controller] = [Deployments(context), ReplicaSets(context), StatefulSets(context),
-                                              Jobs(context), Scheduler(context), Kubelet(context)]
+        # The collector first, then owners, so the pods they create are scheduled and started in the same pass.
+        self.controllers: list[Controller] = [Collector(context), Deployments(context), ReplicaSets(context),
+                                              StatefulSets(context), Jobs(context), Scheduler(context),
+                                              Kubelet(context)]
         self._task: asyncio.Task[None] | None = None
 
     def tick(self) -> None:

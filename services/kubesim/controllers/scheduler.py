@@ -4,18 +4,20 @@ PodScheduled=False and a FailedScheduling Event."""
 
 from __future__ import annotations
 
+import logging
 import re
 from decimal import Decimal
 
 from services.kubesim.controllers.base import Context, is_terminal, set_condition
 from services.kubesim.store import Obj
 
+LOG = logging.getLogger(__name__)
 RESOURCES = ("cpu", "memory", "nvidia.com/gpu")
 SUFFIXES = {"m": Decimal("0.001"), "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9,
             "T": Decimal(10) ** 12, "P": Decimal(10) ** 15, "E": Decimal(10) ** 18, "Ki": Decimal(2) ** 10,
             "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40, "Pi": Decimal(2) ** 50,
             "Ei": Decimal(2) ** 60}
-QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
+QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
 
 
 def parse_quantity(value: object) -> Decimal:
@@ -79,7 +81,12 @@ class Scheduler:
         for pod in pods:
             if (pod.get("spec") or {}).get("nodeName") or is_terminal(pod):
                 continue
-            reasons = {node["metadata"]["name"]: fits(pod, node, bound[node["metadata"]["name"]]) for node in nodes}
+            try:
+                reasons = {node["metadata"]["name"]: fits(pod, node, bound[node["metadata"]["name"]])
+                           for node in nodes}
+            except ValueError as exc:  # a malformed quantity on this pod or a node: skip the pod, not the pass
+                LOG.warning("kubesim cannot schedule pod %s: %s", pod["metadata"]["name"], exc)
+                continue
             chosen = next((name for name, reason in reasons.items() if reason is None), None)
             if chosen is None:
                 self._unschedulable(pod, len(nodes), list(reasons.values()))
