@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 
 from services.kubesim.controllers.base import CRASH_LOOP, RUN_SECONDS, Settings
 from tests.contract.conftest import NAMESPACE, Cluster, deployment, pod
@@ -58,7 +58,7 @@ def pods_of(cluster: Cluster, selector: str) -> list[client.V1Pod]:
 
 
 def ready(item: client.V1Pod) -> bool:
-    return item.status.phase == "Running" and any(c.type == "Ready" and c.status == "True"
+    return item.status is not None and item.status.phase == "Running" and any(c.type == "Ready" and c.status == "True"
                                                   for c in item.status.conditions or [])
 
 
@@ -239,3 +239,31 @@ def test_deleting_a_deployment_takes_its_replicasets_and_pods_with_it(sim: Clust
     sim.apps.delete_namespaced_deployment("web", NAMESPACE)
     wait_for("no pods left", lambda: not pods_of(sim, "app=web")
              and not sim.apps.list_namespaced_replica_set(NAMESPACE, label_selector="app=web").items)
+
+
+def test_a_rolling_update_keeps_within_max_surge_and_max_unavailable(sim: Cluster) -> None:
+    """Defaults for 4 replicas: maxSurge 25% -> 1 extra pod, maxUnavailable 25% -> 1 pod; watched pod by pod."""
+    sim.apps.create_namespaced_deployment(NAMESPACE, deployment("web", replicas=4))
+    wait_for("4 ready pods", lambda: ready_pods(sim, "app=web", 4))
+    since = sim.core.list_namespaced_pod(NAMESPACE, label_selector="app=web").metadata.resource_version
+    sim.apps.patch_namespaced_deployment("web", NAMESPACE, {"spec": {"template": {"spec": {"containers": [
+        {"name": "main", "image": "registry.local/app:2"}]}}}})
+    live: dict[str, client.V1Pod] = {item.metadata.name: item for item in pods_of(sim, "app=web")}
+    most, fewest_ready = len(live), len(live)
+    stream = watch.Watch().stream(sim.core.list_namespaced_pod, NAMESPACE, label_selector="app=web",
+                                  resource_version=since, timeout_seconds=int(DEADLINE))
+    for event in stream:
+        item = event["object"]
+        if event["type"] == "DELETED":
+            live.pop(item.metadata.name, None)
+        else:
+            live[item.metadata.name] = item
+        most = max(most, len(live))
+        fewest_ready = min(fewest_ready, sum(ready(each) for each in live.values()))
+        if len(live) == 4 and all(ready(each) and each.spec.containers[0].image.endswith(":2")
+                                  for each in live.values()):
+            break
+    else:
+        pytest.fail("the rollout did not finish within the watch")
+    assert most <= 5
+    assert fewest_ready >= 3

@@ -1,15 +1,18 @@
 """Deployments -> ReplicaSets -> Pods and StatefulSets -> Pods.
 
 A Deployment owns one ReplicaSet per pod-template hash (``<deployment>-<hash>``, labelled pod-template-hash).
-Rolling updates are simplified: the new ReplicaSet is scaled to spec.replicas at once and the old ones shrink as
-the new pods turn Ready, so the update never drops below the ready count it started with (a surge of up to 100%
-instead of the 25% default; maxUnavailable 0). A StatefulSet creates ``<name>-0`` .. ``<name>-N-1`` in order,
+A template change rolls as the real controller does in outline: RollingUpdate grows the new ReplicaSet while the
+total stays within spec.replicas + maxSurge and shrinks the old ones (oldest first, their unavailable pods first)
+while the available count stays at least spec.replicas - maxUnavailable (both default to 25%, surge rounded up and
+unavailable down); Recreate scales the old ones to 0 and starts the new one once their pods are gone.
+A StatefulSet creates ``<name>-0`` .. ``<name>-N-1`` in order,
 each once the one before it is Running and Ready (OrderedReady), and removes the highest ordinal first."""
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 
 from services.kubesim.controllers.base import (
     Context,
@@ -32,13 +35,22 @@ def _replicas(obj: Obj) -> int:
     return 1 if value is None else int(value)
 
 
-def _max_unavailable(deployment: Obj, replicas: int) -> int:
-    """The Available condition's allowance: strategy.rollingUpdate.maxUnavailable, 25% (rounded down) by default."""
+def _available(replicaset: Obj) -> int:
+    return int((replicaset.get("status") or {}).get("availableReplicas") or 0)
+
+
+def _rolling_bound(deployment: Obj, field: str, replicas: int, rounding: Callable[[float], int]) -> int:
+    """strategy.rollingUpdate.maxSurge or maxUnavailable as a pod count: 25% by default, a percentage rounded
+    as the real controller rounds it (surge up, unavailable down)."""
     rolling = ((deployment.get("spec") or {}).get("strategy") or {}).get("rollingUpdate") or {}
-    value = rolling.get("maxUnavailable", "25%")
+    value = rolling.get(field, "25%")
     if isinstance(value, str) and value.endswith("%"):
-        return math.floor(replicas * int(value[:-1]) / 100)
+        return rounding(replicas * int(value[:-1]) / 100)
     return int(value)
+
+
+def _max_unavailable(deployment: Obj, replicas: int) -> int:
+    return _rolling_bound(deployment, "maxUnavailable", replicas, math.floor)
 
 
 class ReplicaSets:
@@ -96,14 +108,42 @@ class Deployments:
         if new is None:
             new = store.create(kinds.replicasets, meta["namespace"], self._replicaset(deployment, template, digest))
         old = [rs for rs in owned if rs["metadata"]["uid"] != new["metadata"]["uid"]]
-        new = self._resize(new, wanted)
-        new_ready = int((new.get("status") or {}).get("readyReplicas") or 0)
-        room = max(0, wanted - new_ready)  # old pods kept until new ones are Ready
-        for replicaset in sorted(old, key=lambda rs: rs["metadata"]["creationTimestamp"], reverse=True):
-            keep = min(room, _replicas(replicaset))
-            room -= keep
-            self._resize(replicaset, keep)
+        old = sorted(old, key=lambda rs: (rs["metadata"]["creationTimestamp"], rs["metadata"]["name"]))
+        if not any(_replicas(rs) for rs in old):
+            new = self._resize(new, wanted)
+        elif (spec.get("strategy") or {}).get("type") == "Recreate":
+            for replicaset in old:
+                self._resize(replicaset, 0)
+        else:
+            new = self._roll(deployment, new, old, wanted)
         self._status(deployment, new, old)
+
+    def _roll(self, deployment: Obj, new: Obj, old: list[Obj], wanted: int) -> Obj:
+        surge = _rolling_bound(deployment, "maxSurge", wanted, math.ceil)
+        unavailable = _rolling_bound(deployment, "maxUnavailable", wanted, math.floor)
+        if surge == 0 and unavailable == 0:
+            unavailable = 1  # the API refuses both at 0; be safe with objects stored before validation
+        total = sum(_replicas(rs) for rs in [new, *old])
+        grow = max(0, wanted + surge - total)
+        new = self._resize(new, min(wanted, _replicas(new) + grow))
+        # As the real controller: unhealthy old pods go first, within what the new set's unready pods leave room
+        # for; then healthy ones while enough stay available.
+        minimum = wanted - unavailable
+        cleanup = sum(_replicas(rs) for rs in [new, *old]) - minimum - max(0, _replicas(new) - _available(new))
+        sizes = {rs["metadata"]["uid"]: _replicas(rs) for rs in old}
+        for replicaset in old:
+            uid = replicaset["metadata"]["uid"]
+            cut = max(0, min(cleanup, sizes[uid] - _available(replicaset)))
+            sizes[uid] -= cut
+            cleanup -= cut
+        removable = sum(_available(rs) for rs in [new, *old]) - minimum
+        for replicaset in old:
+            uid = replicaset["metadata"]["uid"]
+            cut = max(0, min(removable, sizes[uid]))
+            sizes[uid] -= cut
+            removable -= cut
+            self._resize(replicaset, sizes[uid])
+        return new
 
     def _replicaset(self, deployment: Obj, template: Obj, digest: str) -> Obj:
         spec = deployment.get("spec") or {}
