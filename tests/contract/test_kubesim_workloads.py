@@ -267,3 +267,47 @@ def test_a_rolling_update_keeps_within_max_surge_and_max_unavailable(sim: Cluste
         pytest.fail("the rollout did not finish within the watch")
     assert most <= 5
     assert fewest_ready >= 3
+
+
+def statefulset(name: str, replicas: int, policy: str | None = None) -> dict:
+    labels = {"app": name}
+    spec = {"replicas": replicas, "serviceName": name, "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels},
+                         "spec": {"containers": [{"name": "main", "image": "registry.local/db:1"}]}}}
+    if policy:
+        spec["podManagementPolicy"] = policy
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name}, "spec": spec}
+
+
+def creation_order(cluster: Cluster, name: str, replicas: int, policy: str | None) -> list[tuple[str, int]]:
+    """(pod name, how many pods were Ready) at each pod's ADDED event, from a watch that starts before the create."""
+    since = cluster.core.list_namespaced_pod(NAMESPACE).metadata.resource_version
+    cluster.apps.create_namespaced_stateful_set(NAMESPACE, statefulset(name, replicas, policy))
+    live: dict[str, client.V1Pod] = {}
+    order = []
+    for event in watch.Watch().stream(cluster.core.list_namespaced_pod, NAMESPACE, label_selector=f"app={name}",
+                                      resource_version=since, timeout_seconds=int(DEADLINE)):
+        item = event["object"]
+        if event["type"] == "ADDED":
+            order.append((item.metadata.name, sum(ready(each) for each in live.values())))
+        live[item.metadata.name] = item
+        if len(live) == replicas and all(ready(each) for each in live.values()):
+            return order
+    pytest.fail(f"the statefulset {name} did not become ready within the watch")
+
+
+def test_a_statefulset_creates_each_ordinal_after_the_one_before_is_ready(sim: Cluster) -> None:
+    assert creation_order(sim, "db", 3, None) == [("db-0", 0), ("db-1", 1), ("db-2", 2)]
+    sim.apps.patch_namespaced_stateful_set_scale("db", NAMESPACE, {"spec": {"replicas": 1}})
+    wait_for("db scaled down to db-0", lambda: [item.metadata.name for item in pods_of(sim, "app=db")] == ["db-0"])
+
+
+def test_a_parallel_statefulset_creates_every_ordinal_at_once(sim: Cluster) -> None:
+    assert creation_order(sim, "cache", 3, "Parallel") == [("cache-0", 0), ("cache-1", 0), ("cache-2", 0)]
+
+
+def test_controllers_record_what_they_did_as_events(sim: Cluster) -> None:
+    sim.apps.create_namespaced_deployment(NAMESPACE, deployment("web", replicas=2))
+    wait_for("2 ready pods", lambda: ready_pods(sim, "app=web", 2))
+    reasons = {(event.involved_object.kind, event.reason) for event in sim.core.list_namespaced_event(NAMESPACE).items}
+    assert {("Deployment", "ScalingReplicaSet"), ("ReplicaSet", "SuccessfulCreate"), ("Pod", "Scheduled")} <= reasons

@@ -37,7 +37,8 @@ class Jobs:
             labels.update({label: meta["uid"] for label in UID_LABELS})
             while active < parallelism and succeeded + active < completions:
                 pod = pod_from_template(spec.get("template") or {}, job, labels, annotations={RUN_SECONDS: run_seconds})
-                store.create(kinds.pods, meta["namespace"], pod)
+                created = store.create(kinds.pods, meta["namespace"], pod)
+                self.context.event(job, "SuccessfulCreate", f"Created pod: {created['metadata']['name']}")
                 active += 1
         status.setdefault("startTime", stamp)
         status.update(active=active, succeeded=succeeded, failed=failed, ready=0)
@@ -48,6 +49,8 @@ class Jobs:
             conditions = set_condition(conditions, "Complete", "True", "CompletionsReached",
                                        "Reached expected number of succeeded pods", stamp)
             status.update(conditions=conditions, active=0)
-            status.setdefault("completionTime", stamp)
+            if "completionTime" not in status:
+                status["completionTime"] = stamp
+                self.context.event(job, "Completed", "Job completed")
         if status != job.get("status"):
             store.replace(kinds.jobs, meta["namespace"], meta["name"], {**job, "status": status}, "status")

@@ -5,8 +5,8 @@ A template change rolls as the real controller does in outline: RollingUpdate gr
 total stays within spec.replicas + maxSurge and shrinks the old ones (oldest first, their unavailable pods first)
 while the available count stays at least spec.replicas - maxUnavailable (both default to 25%, surge rounded up and
 unavailable down); Recreate scales the old ones to 0 and starts the new one once their pods are gone.
-A StatefulSet creates ``<name>-0`` .. ``<name>-N-1`` in order,
-each once the one before it is Running and Ready (OrderedReady), and removes the highest ordinal first."""
+A StatefulSet creates ``<name>-0`` .. ``<name>-N-1`` in order, each once the one before it is Running and Ready
+(OrderedReady; all at once with podManagementPolicy Parallel), and removes the highest ordinal first."""
 
 from __future__ import annotations
 
@@ -72,10 +72,12 @@ class ReplicaSets:
         template = (replicaset.get("spec") or {}).get("template") or {}
         for _ in range(wanted - len(pods)):
             pods.append(store.create(kinds.pods, meta["namespace"], pod_from_template(template, replicaset, {})))
+            self.context.event(replicaset, "SuccessfulCreate", f"Created pod: {pods[-1]['metadata']['name']}")
         if len(pods) > wanted:
             doomed = sorted(pods, key=lambda pod: (is_ready(pod), pod["metadata"]["creationTimestamp"]))
             for pod in doomed[: len(pods) - wanted]:
                 store.delete(kinds.pods, meta["namespace"], pod["metadata"]["name"])
+                self.context.event(replicaset, "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}")
             pods = doomed[len(pods) - wanted:]
         ready = sum(is_ready(pod) for pod in pods)
         labels = (template.get("metadata") or {}).get("labels") or {}
@@ -110,10 +112,10 @@ class Deployments:
         old = [rs for rs in owned if rs["metadata"]["uid"] != new["metadata"]["uid"]]
         old = sorted(old, key=lambda rs: (rs["metadata"]["creationTimestamp"], rs["metadata"]["name"]))
         if not any(_replicas(rs) for rs in old):
-            new = self._resize(new, wanted)
+            new = self._resize(deployment, new, wanted)
         elif (spec.get("strategy") or {}).get("type") == "Recreate":
             for replicaset in old:
-                self._resize(replicaset, 0)
+                self._resize(deployment, replicaset, 0)
         else:
             new = self._roll(deployment, new, old, wanted)
         self._status(deployment, new, old)
@@ -125,7 +127,7 @@ class Deployments:
             unavailable = 1  # the API refuses both at 0; be safe with objects stored before validation
         total = sum(_replicas(rs) for rs in [new, *old])
         grow = max(0, wanted + surge - total)
-        new = self._resize(new, min(wanted, _replicas(new) + grow))
+        new = self._resize(deployment, new, min(wanted, _replicas(new) + grow))
         # As the real controller: unhealthy old pods go first, within what the new set's unready pods leave room
         # for; then healthy ones while enough stay available.
         minimum = wanted - unavailable
@@ -142,7 +144,7 @@ class Deployments:
             cut = max(0, min(removable, sizes[uid]))
             sizes[uid] -= cut
             removable -= cut
-            self._resize(replicaset, sizes[uid])
+            self._resize(deployment, replicaset, sizes[uid])
         return new
 
     def _replicaset(self, deployment: Obj, template: Obj, digest: str) -> Obj:
@@ -159,13 +161,19 @@ class Deployments:
                 "spec": {"replicas": 0, "selector": selector, "template": template,
                          "minReadySeconds": spec.get("minReadySeconds", 0)}}
 
-    def _resize(self, replicaset: Obj, replicas: int) -> Obj:
-        if _replicas(replicaset) == replicas:
+    def _resize(self, deployment: Obj, replicaset: Obj, replicas: int) -> Obj:
+        before = _replicas(replicaset)
+        if before == replicas:
             return replicaset
         meta = replicaset["metadata"]
         replicaset = self.context.store.get(self.context.kinds.replicasets, meta["namespace"], meta["name"])
         replicaset["spec"]["replicas"] = replicas
-        return self.context.store.replace(self.context.kinds.replicasets, meta["namespace"], meta["name"], replicaset)
+        resized = self.context.store.replace(self.context.kinds.replicasets, meta["namespace"], meta["name"],
+                                             replicaset)
+        direction = "up" if replicas > before else "down"
+        self.context.event(deployment, "ScalingReplicaSet",
+                           f"Scaled {direction} replica set {meta['name']} from {before} to {replicas}")
+        return resized
 
     def _status(self, deployment: Obj, new: Obj, old: list[Obj]) -> None:
         def count(field: str, sets: list[Obj]) -> int:
@@ -212,6 +220,7 @@ class StatefulSets:
         store, kinds, meta = self.context.store, self.context.kinds, statefulset["metadata"]
         name, wanted = meta["name"], _replicas(statefulset)
         spec = statefulset.get("spec") or {}
+        ordered = spec.get("podManagementPolicy", "OrderedReady") != "Parallel"
         for ordinal in range(wanted):
             pod_name = f"{name}-{ordinal}"
             if pod_name not in pods:
@@ -219,13 +228,16 @@ class StatefulSets:
                                         name=pod_name)
                 pod["spec"].update(hostname=pod_name, subdomain=spec.get("serviceName", name))
                 pods[pod_name] = store.create(kinds.pods, meta["namespace"], pod)
-                break  # OrderedReady: the next one waits until this one is Ready
-            if not is_ready(pods[pod_name]):
-                break
+                self.context.event(statefulset, "SuccessfulCreate",
+                                   f"create Pod {pod_name} in StatefulSet {name} successful")
+            if ordered and not is_ready(pods[pod_name]):
+                break  # OrderedReady: the next one waits until this one is Running and Ready
         extra = sorted((pod for pod_name, pod in pods.items() if _ordinal(pod_name, name) >= wanted),
                        key=lambda pod: _ordinal(pod["metadata"]["name"], name), reverse=True)
         if extra:
             store.delete(kinds.pods, meta["namespace"], extra[0]["metadata"]["name"])
+            self.context.event(statefulset, "SuccessfulDelete",
+                               f"delete Pod {extra[0]['metadata']['name']} in StatefulSet {name} successful")
             del pods[extra[0]["metadata"]["name"]]
         live = [pod for pod in pods.values() if not is_terminal(pod)]
         ready = sum(is_ready(pod) for pod in live)
