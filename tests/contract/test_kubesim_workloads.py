@@ -311,3 +311,24 @@ def test_controllers_record_what_they_did_as_events(sim: Cluster) -> None:
     wait_for("2 ready pods", lambda: ready_pods(sim, "app=web", 2))
     reasons = {(event.involved_object.kind, event.reason) for event in sim.core.list_namespaced_event(NAMESPACE).items}
     assert {("Deployment", "ScalingReplicaSet"), ("ReplicaSet", "SuccessfulCreate"), ("Pod", "Scheduled")} <= reasons
+
+
+def test_a_job_whose_pods_keep_failing_stops_at_its_backoff_limit(sim: Cluster) -> None:
+    template = pod("unused", {"app": "doomed"})
+    template["spec"]["restartPolicy"] = "Never"
+    batch = client.BatchV1Api(sim.admin)
+    batch.create_namespaced_job(NAMESPACE, {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "doomed"},
+        "spec": {"backoffLimit": 2, "template": {"metadata": {"labels": {"app": "doomed"},
+                                                              "annotations": {CRASH_LOOP: "true"}},
+                                                 "spec": template["spec"]}}})
+
+    def failed() -> client.V1Job | None:
+        job = batch.read_namespaced_job_status("doomed", NAMESPACE)
+        conditions = (job.status or client.V1JobStatus()).conditions or []
+        return job if any(c.type == "Failed" and c.status == "True" for c in conditions) else None
+
+    job = wait_for("the job failed", failed)
+    assert job.status.failed == 3 and not job.status.succeeded
+    assert next(c for c in job.status.conditions if c.type == "Failed").reason == "BackoffLimitExceeded"
+    assert {item.status.phase for item in pods_of(sim, "job-name=doomed")} == {"Failed"}

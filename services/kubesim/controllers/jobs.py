@@ -1,6 +1,7 @@
 """Jobs -> Pods: keeps up to spec.parallelism pods running until spec.completions have Succeeded. Each pod runs
 for the Job's ``kubesim.switchboard/run-seconds`` annotation (a scenario sets it) or the default job time, then
-Succeeds; the Job then gets completionTime and the Complete (and SuccessCriteriaMet) conditions."""
+Succeeds; the Job then gets completionTime and the Complete (and SuccessCriteriaMet) conditions. Failed pods are
+replaced until more than spec.backoffLimit (6 by default) have failed; then the Job is Failed (BackoffLimitExceeded)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,14 @@ class Jobs:
         active = len(pods) - succeeded - failed
         stamp = self.context.timestamp()
         complete = succeeded >= completions
-        if not complete and not spec.get("suspend"):
+        backoff_limit = int(spec.get("backoffLimit") if spec.get("backoffLimit") is not None else 6)
+        gave_up = not complete and failed > backoff_limit
+        if gave_up:
+            for pod in pods:
+                if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                    store.delete(kinds.pods, meta["namespace"], pod["metadata"]["name"])
+            active = 0
+        elif not complete and not spec.get("suspend"):
             run_seconds = (meta.get("annotations") or {}).get(RUN_SECONDS, str(self.context.settings.job_seconds))
             labels = {label: meta["name"] for label in JOB_NAME_LABELS}
             labels.update({label: meta["uid"] for label in UID_LABELS})
@@ -52,5 +60,13 @@ class Jobs:
             if "completionTime" not in status:
                 status["completionTime"] = stamp
                 self.context.event(job, "Completed", "Job completed")
+        if gave_up:
+            message = "Job has reached the specified backoff limit"
+            conditions = status.get("conditions") or []
+            conditions = set_condition(conditions, "FailureTarget", "True", "BackoffLimitExceeded", message, stamp)
+            conditions = set_condition(conditions, "Failed", "True", "BackoffLimitExceeded", message, stamp)
+            if not any(c.get("type") == "Failed" for c in status.get("conditions") or []):
+                self.context.event(job, "BackoffLimitExceeded", message, "Warning")
+            status["conditions"] = conditions
         if status != job.get("status"):
             store.replace(kinds.jobs, meta["namespace"], meta["name"], {**job, "status": status}, "status")

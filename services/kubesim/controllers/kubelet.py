@@ -1,6 +1,7 @@
 """The kubelet's part: a bound pod goes Pending -> Running, turns Ready ``ready_delay`` seconds later, and a pod
 with a run time (Job pods) Succeeds when it is up. A pod annotated ``kubesim.switchboard/crash-loop: "true"``
-instead restarts every ``crash_interval`` seconds, waits in CrashLoopBackOff and gets a BackOff warning Event."""
+instead restarts every ``crash_interval`` seconds, waits in CrashLoopBackOff and gets a BackOff warning Event (or,
+with restartPolicy Never, simply Fails)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ class Kubelet:
         started = self.started.setdefault(uid, now)
         annotations = pod["metadata"].get("annotations") or {}
         status = pod.get("status") or {}
+        if annotations.get(CRASH_LOOP) == "true" and pod["spec"].get("restartPolicy") == "Never":
+            self._write(pod, self._finished(pod, status, failed=True))  # nothing restarts it: the pod fails
+            return
         if annotations.get(CRASH_LOOP) == "true":
             self._crash_loop(pod, status, now)
             return
@@ -65,15 +69,17 @@ class Kubelet:
                 "hostIP": status.get("hostIP", "10.0.0.1"), "podIP": status.get("podIP") or _pod_ip(pod),
                 "startTime": status.get("startTime", stamp), "qosClass": status.get("qosClass", "BestEffort")}
 
-    def _finished(self, pod: Obj, status: Obj) -> Obj:
+    def _finished(self, pod: Obj, status: Obj, failed: bool = False) -> Obj:
         stamp = self.context.timestamp()
         running = self._running(pod, status, ready=False)
+        exit_code, reason = (1, "Error") if failed else (0, "Completed")
         for entry in running["containerStatuses"]:
-            entry.update(started=False, state={"terminated": {"exitCode": 0, "reason": "Completed",
+            entry.update(started=False, state={"terminated": {"exitCode": exit_code, "reason": reason,
                                                               "startedAt": stamp, "finishedAt": stamp}})
-        conditions = set_condition(running["conditions"], "Ready", "False", "PodCompleted", "", stamp)
-        conditions = set_condition(conditions, "ContainersReady", "False", "PodCompleted", "", stamp)
-        return {**running, "phase": "Succeeded", "conditions": conditions}
+        why = "PodFailed" if failed else "PodCompleted"
+        conditions = set_condition(running["conditions"], "Ready", "False", why, "", stamp)
+        conditions = set_condition(conditions, "ContainersReady", "False", why, "", stamp)
+        return {**running, "phase": "Failed" if failed else "Succeeded", "conditions": conditions}
 
     def _crash_loop(self, pod: Obj, status: Obj, now: float) -> None:
         uid = pod["metadata"]["uid"]
