@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import client, watch
 
-from services.kubesim.controllers.base import CRASH_LOOP, RUN_SECONDS, Settings
+from services.kubesim.controllers.base import CRASH_LOOP, READY_SECONDS, RUN_SECONDS, Settings
 from tests.contract.conftest import NAMESPACE, Cluster, deployment, pod
 
 FAST = Settings(tick=0.05, ready_delay=0.2, job_seconds=0.3, crash_interval=0.2)
@@ -332,3 +332,14 @@ def test_a_job_whose_pods_keep_failing_stops_at_its_backoff_limit(sim: Cluster) 
     assert job.status.failed == 3 and not job.status.succeeded
     assert next(c for c in job.status.conditions if c.type == "Failed").reason == "BackoffLimitExceeded"
     assert {item.status.phase for item in pods_of(sim, "job-name=doomed")} == {"Failed"}
+
+
+def test_a_pod_can_carry_its_own_ready_delay_and_a_malformed_one_harms_no_other_pod(sim: Cluster) -> None:
+    slow, broken = pod("slow", {"app": "mixed"}), pod("broken", {"app": "mixed"})
+    slow["metadata"]["annotations"] = {READY_SECONDS: "3600"}
+    broken["metadata"]["annotations"] = {READY_SECONDS: "soon"}
+    for item in (slow, broken, pod("quick", {"app": "mixed"})):
+        sim.core.create_namespaced_pod(NAMESPACE, item)
+    wait_for("quick ready", lambda: ready(sim.core.read_namespaced_pod("quick", NAMESPACE)))
+    found = sim.core.read_namespaced_pod("slow", NAMESPACE)
+    assert found.status.phase == "Running" and not ready(found)

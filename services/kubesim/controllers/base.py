@@ -16,6 +16,7 @@ from services.kubesim.store import Obj, Store
 ANNOTATION_PREFIX = "kubesim.switchboard/"
 CRASH_LOOP = ANNOTATION_PREFIX + "crash-loop"  # "true": the pod's containers keep crashing
 RUN_SECONDS = ANNOTATION_PREFIX + "run-seconds"  # a Job's (or its pods') run time before they succeed
+READY_SECONDS = ANNOTATION_PREFIX + "ready-seconds"  # a pod's own delay from Running to Ready
 COMPONENT = "kubesim"
 
 

@@ -1,12 +1,23 @@
-"""The kubelet's part: a bound pod goes Pending -> Running, turns Ready ``ready_delay`` seconds later, and a pod
-with a run time (Job pods) Succeeds when it is up. A pod annotated ``kubesim.switchboard/crash-loop: "true"``
-instead restarts every ``crash_interval`` seconds, waits in CrashLoopBackOff and gets a BackOff warning Event (or,
-with restartPolicy Never, simply Fails)."""
+"""The kubelet's part: a bound pod goes Pending -> Running, turns Ready ``ready_delay`` seconds later (or after its
+own ``kubesim.switchboard/ready-seconds``), and a pod with a run time (Job pods) Succeeds when it is up.
+A pod annotated ``kubesim.switchboard/crash-loop: "true"`` instead restarts every ``crash_interval`` seconds, waits
+in CrashLoopBackOff and gets a BackOff warning Event (or, with restartPolicy Never, simply Fails)."""
 
 from __future__ import annotations
 
-from services.kubesim.controllers.base import CRASH_LOOP, RUN_SECONDS, Context, is_terminal, set_condition
+import logging
+
+from services.kubesim.controllers.base import (
+    CRASH_LOOP,
+    READY_SECONDS,
+    RUN_SECONDS,
+    Context,
+    is_terminal,
+    set_condition,
+)
 from services.kubesim.store import Obj
+
+LOG = logging.getLogger(__name__)
 
 
 class Kubelet:
@@ -23,7 +34,10 @@ class Kubelet:
                 del memory[uid]
         for pod in pods:
             if (pod.get("spec") or {}).get("nodeName") and not is_terminal(pod):
-                self._sync(pod)
+                try:
+                    self._sync(pod)
+                except ValueError as exc:  # a malformed kubesim annotation: skip this pod, not the others
+                    LOG.warning("kubesim cannot run pod %s: %s", pod["metadata"]["name"], exc)
 
     def _sync(self, pod: Obj) -> None:
         uid, now = pod["metadata"]["uid"], self.context.clock()
@@ -40,7 +54,7 @@ class Kubelet:
         if run_seconds is not None and now - started >= float(run_seconds):
             self._write(pod, self._finished(pod, status))
             return
-        ready = now - started >= self.context.settings.ready_delay
+        ready = now - started >= float(annotations.get(READY_SECONDS, self.context.settings.ready_delay))
         self._write(pod, self._running(pod, status, ready))
 
     def _running(self, pod: Obj, status: Obj, ready: bool, restarts: int = 0, waiting: bool = False) -> Obj:
