@@ -293,8 +293,9 @@ class SwitchboardApp(App[int]):
         """The pollers' ``on_update``: the one way snapshots enter the app (tests use it too)."""
         if self._mounted and self.is_running:
             self.post_message(SourceUpdate(observed))
-        else:
+        elif not self._mounted:  # before the first frame: kept, and drawn on mount
             self.ingest(observed)
+        # else the app is shutting down: a late answer has no screen to go to
 
     def on_source_update(self, message: SourceUpdate) -> None:
         self.ingest(message.observed)
@@ -450,11 +451,14 @@ class SwitchboardApp(App[int]):
 
     def action_state(self) -> ActionState:
         state = self.state
-        pool, target = self.selection() if self._mounted else (None, None)
+        try:
+            pool, target = self.selection() if self._mounted else (None, None)
+            release = self.selected_release() if self._mounted else None
+        except NoMatches:  # shutting down: the panes are gone while Textual still asks which keys apply
+            (pool, target), release = (None, None), None
         drained = False
         if state is not None and target is not None:
             drained = next((t.drained for t in state.targets if t.name == target), False)
-        release = self.selected_release() if self._mounted else None
         return ActionState(readonly=self.readonly, selected_pool=pool, selected_target=target,
                            has_staged=self.staged is not None, target_drained=drained,
                            state_loaded=state is not None, release_phase=release[0].phase if release else None,
