@@ -590,17 +590,19 @@ def _change_in_period(events: tuple[ScaleEvent, ...], period: int, now: float) -
     return sum(event.change for event in events if event.timestamp > cutoff)
 
 
+def _count_at_period_start(current: int, history: History, period: int, now: float) -> int:
+    """The replica count before the scale events of the policy's period (both limits start from it)."""
+    return (current - _change_in_period(history.scale_up_events, period, now)
+            + _change_in_period(history.scale_down_events, period, now))
+
+
 def scale_up_limit(current: int, history: History, rules: ScalingRules, now: float) -> int:
     """calculateScaleUpLimitWithScalingRules: the highest count the policies allow now."""
     if rules.select_policy == "Disabled":
         return current
     proposals = []
     for policy in rules.policies or ():
-        start = (
-            current
-            - _change_in_period(history.scale_up_events, policy.period_seconds, now)
-            + _change_in_period(history.scale_down_events, policy.period_seconds, now)
-        )
+        start = _count_at_period_start(current, history, policy.period_seconds, now)
         if policy.type == "Pods":
             proposals.append(start + policy.value)
         else:
@@ -616,11 +618,7 @@ def scale_down_limit(current: int, history: History, rules: ScalingRules, now: f
         return current
     proposals = []
     for policy in rules.policies or ():
-        start = (
-            current
-            - _change_in_period(history.scale_up_events, policy.period_seconds, now)
-            + _change_in_period(history.scale_down_events, policy.period_seconds, now)
-        )
+        start = _count_at_period_start(current, history, policy.period_seconds, now)
         if policy.type == "Pods":
             proposals.append(start - policy.value)
         else:
