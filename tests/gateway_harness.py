@@ -10,10 +10,12 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any, Self
 
 import httpx
 import uvicorn
+import yaml
 
 from services.gateway.config import parse_config
 from services.gateway.server import build_app, uvicorn_config
@@ -58,6 +60,22 @@ def primary_backup(a_url: str, b_url: str, **a_extra: Any) -> dict[str, Any]:
         "pools": {"primary": {"targets": {"a": 100}}, "backup": {"targets": {"b": 100}}},
         "routes": {"r": {"pool": "primary", "fallback": ["backup"]}},
     }
+
+
+def console_config(path: Path, admin_url: str) -> Path:
+    """A console config for the CLI tests: contexts test (operator), viewonly (read-only), viewer (viewer
+    token) and gone (nothing listening)."""
+    path.write_text(yaml.safe_dump({
+        "current": "test",
+        "operator": "runbook@bastion",
+        "contexts": {
+            "test": {"admin_url": admin_url, "token_env": "SWITCHBOARD_TEST_OPERATOR_TOKEN"},
+            "viewonly": {"admin_url": admin_url, "token_env": "SWITCHBOARD_TEST_OPERATOR_TOKEN", "readonly": True},
+            "viewer": {"admin_url": admin_url, "token_env": "SWITCHBOARD_TEST_VIEWER_TOKEN"},
+            "gone": {"admin_url": f"http://127.0.0.1:{free_port()}", "token_env": "SWITCHBOARD_TEST_VIEWER_TOKEN"},
+        },
+    }))
+    return path
 
 
 def client_for(gw: Any) -> Any:
@@ -131,8 +149,6 @@ class GatewayProcess:
     """`switchboard gateway` as a real process, for signals, kill -9 and multi-replica tests."""
 
     def __init__(self, config: dict[str, Any], workdir: str, name: str = "gateway") -> None:
-        import yaml
-
         self.port = config.get("server", {}).get("port") or free_port()
         config = {**config, "server": {**config.get("server", {}), "port": self.port}}
         self.path = os.path.join(workdir, f"{name}.yaml")

@@ -14,10 +14,16 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from tests.console.hostile_api import HostileAdminAPI
-from tests.gateway_harness import VIEWER_TOKEN, GatewayProcess, auth, fast_settings, free_port, openai_target
+from tests.gateway_harness import (
+    VIEWER_TOKEN,
+    GatewayProcess,
+    auth,
+    console_config,
+    fast_settings,
+    openai_target,
+)
 from tests.loopback import LoopbackServer, QuietHandler
 from tests.standins import Fault
 
@@ -32,20 +38,6 @@ def setup(standin, gateway, tmp_path: Path):
         "routes": {"r": {"pool": "split"}},
     })
     return gw, a, console_config(tmp_path / "console.yaml", gw.url)
-
-
-def console_config(path: Path, admin_url: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "current": "test",
-        "operator": "runbook@bastion",
-        "contexts": {
-            "test": {"admin_url": admin_url, "token_env": "SWITCHBOARD_TEST_OPERATOR_TOKEN"},
-            "viewonly": {"admin_url": admin_url, "token_env": "SWITCHBOARD_TEST_OPERATOR_TOKEN", "readonly": True},
-            "viewer": {"admin_url": admin_url, "token_env": "SWITCHBOARD_TEST_VIEWER_TOKEN"},
-            "gone": {"admin_url": f"http://127.0.0.1:{free_port()}", "token_env": "SWITCHBOARD_TEST_VIEWER_TOKEN"},
-        },
-    }))
-    return path
 
 
 def switchboard(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -16,13 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from services.admin_api import ReleaseList
 from tests.console.harness import NO_UPSTREAM
 from tests.console.hostile_api import HostileAdminAPI
 from tests.console.sample_data import gate, gateway_state, release_list
-from tests.gateway_harness import VIEWER_TOKEN, auth, fast_settings, free_port, openai_target
+from tests.gateway_harness import VIEWER_TOKEN, auth, console_config, fast_settings, free_port, openai_target
 from tests.loopback import LoopbackServer, QuietHandler
 
 PAUSE_STEPS = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]
@@ -33,18 +32,6 @@ def switchboard(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
     assert executable.exists(), "the switchboard console script is missing: run `make test` (pip install -e .)"
     return subprocess.run([str(executable), *args], capture_output=True, text=True, timeout=60,
                           env={**os.environ, **(env or {})})
-
-
-def console_config(path: Path, admin_url: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "current": "test",
-        "operator": "runbook@bastion",
-        "contexts": {
-            "test": {"admin_url": admin_url, "token_env": "SWITCHBOARD_TEST_OPERATOR_TOKEN"},
-            "viewonly": {"admin_url": admin_url, "token_env": "SWITCHBOARD_TEST_OPERATOR_TOKEN", "readonly": True},
-        },
-    }))
-    return path
 
 
 @pytest.fixture
