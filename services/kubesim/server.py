@@ -376,8 +376,9 @@ class KubeApi:
         deadline = loop.time() + seconds
         while (remaining := deadline - loop.time()) > 0:
             wait = min(remaining, self.bookmark_interval) if bookmarks else remaining
-            try:
-                event = await asyncio.wait_for(queue.get(), wait)
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can lose a cancel that meets an arrival
+                async with asyncio.timeout(wait):
+                    event = await queue.get()
             except TimeoutError:
                 if bookmarks:
                     await response.write(self._bookmark(target.kind))

@@ -194,6 +194,25 @@ def test_watch_polls_when_a_message_is_lost(server: RedisServer, prefix: str) ->
     run(body)
 
 
+def test_a_cancelled_watch_always_stops(server: RedisServer, prefix: str) -> None:
+    """redis-py's timed pub/sub read can swallow a cancel that lands as its timeout expires; the watch must
+    stop all the same, or the gateway's shutdown waits forever. A short poll makes that moment common."""
+    async def body() -> None:
+        store = await opened(server.url, prefix, poll_s=0.005)
+        try:
+            for attempt in range(60):
+                watcher = asyncio.create_task(store.watch(lambda new: None))
+                await asyncio.sleep(0.002 * (attempt % 10))
+                watcher.cancel()
+                done, _ = await asyncio.wait([watcher], timeout=10)
+                assert done, f"attempt {attempt}: the cancelled watch is still running"
+                assert watcher.cancelled()
+        finally:
+            await store.close()
+
+    run(body)
+
+
 def test_open_warns_when_redis_is_not_durable(
     server: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:

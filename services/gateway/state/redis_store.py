@@ -61,6 +61,14 @@ SPEND_TTL_S = 40 * 86400  # longer than the longest budget period that expires (
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)  # builtin TimeoutError is an OSError
 
+def _honour_swallowed_cancel() -> None:
+    """redis-py's timed pub/sub read can swallow a cancellation that lands as its timeout expires: the
+    task stays "cancelling" but runs on, and whoever awaits it (the gateway's stop) hangs. Raise it here."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 # KEYS: state, audit. ARGV: base version, new state JSON, audit entry JSON, channel, new version.
 # Returns {1, new state} when written, {0, current state or ""} when the base version is stale.
 _COMMIT_LUA = """
@@ -258,6 +266,7 @@ class RedisStore(StateStore):
                 while True:
                     timeout = max(0.0, next_poll - loop.time())
                     message = await self._call(pubsub.get_message(timeout=timeout))
+                    _honour_swallowed_cancel()
                     if message is not None or loop.time() >= next_poll:
                         await self._check(on_change)
                         next_poll = loop.time() + self.poll_s
