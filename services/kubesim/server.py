@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Self
@@ -20,7 +21,7 @@ from aiohttp import web
 from services.kubesim import patch as patches
 from services.kubesim import tables
 from services.kubesim.controllers.base import Settings as ControllerSettings
-from services.kubesim.controllers.runner import Controllers
+from services.kubesim.controllers.runner import Controllers, Source
 from services.kubesim.discovery import KUBE_VERSION, READ_VERBS, Registry, ResourceKind
 from services.kubesim.errors import ApiError, failure_status
 from services.kubesim.selectors import field_selector, label_selector
@@ -432,9 +433,11 @@ class KubeSim:
     """kubesim on a free (or given) loopback port, served from a daemon thread: ``start``/``stop`` or ``with``."""
 
     def __init__(self, tokens: dict[str, str], port: int = 0, host: str = "127.0.0.1", tls: bool = True,
-                 controllers: ControllerSettings | None = None, **api_options: Any) -> None:
+                 controllers: ControllerSettings | None = None, sources: tuple[Source, ...] = (),
+                 clock: Callable[[], float] = time.monotonic, **api_options: Any) -> None:
         self.host, self.port = host, port
         self.controller_settings = controllers  # None: no controllers (a bare API server)
+        self.sources, self.clock = sources, clock  # metric sources and the controllers' clock (with controllers)
         self.controllers: Controllers | None = None
         self.certificate = self_signed() if tls else None
         self._options = {"tokens": tokens, **api_options}
@@ -460,7 +463,8 @@ class KubeSim:
     async def _start(self) -> None:
         self.api = KubeApi(**self._options)
         if self.controller_settings is not None:
-            self.controllers = Controllers(self.api.store, self.api.registry, self.controller_settings)
+            self.controllers = Controllers(self.api.store, self.api.registry, self.controller_settings,
+                                           clock=self.clock, sources=self.sources)
             self.controllers.start()
         self._runner = web.AppRunner(self.api.app(), access_log=None, handler_cancellation=True,
                                     shutdown_timeout=2.0)

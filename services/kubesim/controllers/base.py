@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from services.kubesim.discovery import Registry, ResourceKind
 from services.kubesim.errors import ApiError
+from services.kubesim.metrics import MetricBoard
 from services.kubesim.store import Obj, Store
+
+LOG = logging.getLogger(__name__)
 
 ANNOTATION_PREFIX = "kubesim.switchboard/"
 CRASH_LOOP = ANNOTATION_PREFIX + "crash-loop"  # "true": the pod's containers keep crashing
@@ -28,6 +34,7 @@ class Settings:
     ready_delay: float = 2.0  # from Running to Ready
     job_seconds: float = 5.0  # a Job pod's run time when its Job names none
     crash_interval: float = 10.0  # between restarts of a crash-looping container
+    hpa_sync: float = 15.0  # the HPA controller's --horizontal-pod-autoscaler-sync-period
 
 
 @dataclass(frozen=True)
@@ -39,16 +46,28 @@ class Kinds:
     replicasets: ResourceKind
     statefulsets: ResourceKind
     jobs: ResourceKind
+    services: ResourceKind
+    configmaps: ResourceKind
+    hpas: ResourceKind
+    rollouts: ResourceKind
+    analysisruns: ResourceKind
+    analysistemplates: ResourceKind
+    scaledobjects: ResourceKind
 
     @classmethod
     def of(cls, registry: Registry) -> Kinds:
-        def kind(group: str, plural: str) -> ResourceKind:
-            found = registry.lookup(group, "v1", plural)
-            assert found is not None, f"kubesim's registry lacks {group or 'core'}/v1 {plural}"
+        def kind(group: str, plural: str, version: str = "v1") -> ResourceKind:
+            found = registry.lookup(group, version, plural)
+            assert found is not None, f"kubesim's registry lacks {group or 'core'}/{version} {plural}"
             return found
 
+        argo = "argoproj.io"
         return cls(kind("", "pods"), kind("", "nodes"), kind("", "events"), kind("apps", "deployments"),
-                   kind("apps", "replicasets"), kind("apps", "statefulsets"), kind("batch", "jobs"))
+                   kind("apps", "replicasets"), kind("apps", "statefulsets"), kind("batch", "jobs"),
+                   kind("", "services"), kind("", "configmaps"),
+                   kind("autoscaling", "horizontalpodautoscalers", "v2"), kind(argo, "rollouts", "v1alpha1"),
+                   kind(argo, "analysisruns", "v1alpha1"), kind(argo, "analysistemplates", "v1alpha1"),
+                   kind("keda.sh", "scaledobjects", "v1alpha1"))
 
 
 @dataclass
@@ -59,6 +78,22 @@ class Context:
     kinds: Kinds
     settings: Settings
     clock: Callable[[], float]  # seconds, monotonic: drives the simulated delays
+    board: MetricBoard = field(default_factory=MetricBoard)  # the latest metric samples (services/kubesim/metrics.py)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Runs ``work`` on kubesim's loop beside the ticks: a controller's I/O (a Redis read, a Prometheus query)
+        must never block a tick. A failure is logged; the runner's stop cancels what is still running."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self.tasks.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self.tasks.discard(finished)
+            if not finished.cancelled() and finished.exception() is not None:
+                LOG.error("kubesim task %s failed", name, exc_info=finished.exception())
+
+        task.add_done_callback(done)
+        return task
 
     def timestamp(self) -> str:
         return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

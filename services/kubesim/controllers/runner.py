@@ -16,20 +16,33 @@ from services.kubesim.controllers.kubelet import Kubelet
 from services.kubesim.controllers.scheduler import Scheduler
 from services.kubesim.controllers.workloads import Deployments, ReplicaSets, StatefulSets
 from services.kubesim.discovery import Registry
+from services.kubesim.metrics import MetricBoard
 from services.kubesim.store import Store
 
 LOG = logging.getLogger(__name__)
+
+
+SOURCE_RETRY_S = 1.0
 
 
 class Controller(Protocol):
     def tick(self) -> None: ...
 
 
+class Source(Protocol):
+    """Writes a signal onto the board until cancelled (services/kubesim/sources)."""
+
+    name: str
+
+    async def run(self, board: MetricBoard, clock: Callable[[], float]) -> None: ...
+
+
 class Controllers:
     def __init__(self, store: Store, registry: Registry, settings: Settings | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, sources: tuple[Source, ...] = ()) -> None:
         self.settings = settings or Settings()
-        context = Context(store, Kinds.of(registry), self.settings, clock)
+        self.sources = sources
+        self.context = context = Context(store, Kinds.of(registry), self.settings, clock)
         # The collector first, then owners, so the pods they create are scheduled and started in the same pass.
         self.controllers: list[Controller] = [Collector(context), Deployments(context), ReplicaSets(context),
                                               StatefulSets(context), Jobs(context), Scheduler(context),
@@ -43,9 +56,24 @@ class Controllers:
             except Exception:  # one controller's bad object must not stop the others or later ticks
                 LOG.exception("kubesim controller %s failed", type(controller).__name__)
 
+    @property
+    def board(self) -> MetricBoard:
+        return self.context.board
+
     def start(self) -> None:
-        """Starts ticking on the running loop."""
+        """Starts ticking, and every source, on the running loop."""
         self._task = asyncio.get_running_loop().create_task(self._run())
+        for source in self.sources:
+            self.context.spawn(self._supervise(source), f"source {source.name}")
+
+    async def _supervise(self, source: Source) -> None:
+        """A source that fails is logged and started again: a metric outage must not end the simulation."""
+        while True:
+            try:
+                await source.run(self.context.board, self.context.clock)
+            except Exception:
+                LOG.exception("kubesim metric source %s failed; restarting it", source.name)
+            await asyncio.sleep(SOURCE_RETRY_S)
 
     async def _run(self) -> None:
         while True:
@@ -56,3 +84,5 @@ class Controllers:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        for task in list(self.context.tasks):
+            task.cancel()
