@@ -23,6 +23,8 @@ ANNOTATION_PREFIX = "kubesim.switchboard/"
 CRASH_LOOP = ANNOTATION_PREFIX + "crash-loop"  # "true": the pod's containers keep crashing
 RUN_SECONDS = ANNOTATION_PREFIX + "run-seconds"  # a Job's (or its pods') run time before they succeed
 READY_SECONDS = ANNOTATION_PREFIX + "ready-seconds"  # a pod's own delay from Running to Ready
+# On a Rollout, "<prefix><N>: Successful|Failed|Inconclusive|Error" decides the AnalysisRun started at step index N.
+ANALYSIS_OUTCOME_PREFIX = ANNOTATION_PREFIX + "analysis-step-"
 COMPONENT = "kubesim"
 
 
