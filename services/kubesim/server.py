@@ -21,7 +21,7 @@ from aiohttp import web
 from services.kubesim import patch as patches
 from services.kubesim import tables
 from services.kubesim.controllers.base import Settings as ControllerSettings
-from services.kubesim.controllers.runner import Controllers, Source
+from services.kubesim.controllers.runner import Controllers, ExtraController, Source
 from services.kubesim.discovery import KUBE_VERSION, READ_VERBS, Registry, ResourceKind
 from services.kubesim.errors import ApiError, failure_status
 from services.kubesim.selectors import field_selector, label_selector
@@ -434,8 +434,10 @@ class KubeSim:
 
     def __init__(self, tokens: dict[str, str], port: int = 0, host: str = "127.0.0.1", tls: bool = True,
                  controllers: ControllerSettings | None = None, sources: tuple[Source, ...] = (),
-                 clock: Callable[[], float] = time.monotonic, **api_options: Any) -> None:
+                 clock: Callable[[], float] = time.monotonic, extra: tuple[ExtraController, ...] = (),
+                 **api_options: Any) -> None:
         self.host, self.port = host, port
+        self.extra = extra  # controllers added to the built-in ones (a scenario's timeline)
         self.controller_settings = controllers  # None: no controllers (a bare API server)
         self.sources, self.clock = sources, clock  # metric sources and the controllers' clock (with controllers)
         self.controllers: Controllers | None = None
@@ -464,7 +466,7 @@ class KubeSim:
         self.api = KubeApi(**self._options)
         if self.controller_settings is not None:
             self.controllers = Controllers(self.api.store, self.api.registry, self.controller_settings,
-                                           clock=self.clock, sources=self.sources)
+                                           clock=self.clock, sources=self.sources, extra=self.extra)
             self.controllers.start()
         self._runner = web.AppRunner(self.api.app(), access_log=None, handler_cancellation=True,
                                     shutdown_timeout=2.0)

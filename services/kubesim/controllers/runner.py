@@ -29,6 +29,9 @@ class Controller(Protocol):
     def tick(self) -> None: ...
 
 
+ExtraController = Callable[[Context], Controller]  # builds a controller beside the built-in ones (a timeline)
+
+
 class Source(Protocol):
     """Writes a signal onto the board until cancelled (services/kubesim/sources)."""
 
@@ -39,7 +42,8 @@ class Source(Protocol):
 
 class Controllers:
     def __init__(self, store: Store, registry: Registry, settings: Settings | None = None,
-                 clock: Callable[[], float] = time.monotonic, sources: tuple[Source, ...] = ()) -> None:
+                 clock: Callable[[], float] = time.monotonic, sources: tuple[Source, ...] = (),
+                 extra: tuple[ExtraController, ...] = ()) -> None:
         self.settings = settings or Settings()
         self.sources = sources
         self.context = context = Context(store, Kinds.of(registry), self.settings, clock)
@@ -47,6 +51,7 @@ class Controllers:
         self.controllers: list[Controller] = [Collector(context), Deployments(context), ReplicaSets(context),
                                               StatefulSets(context), Jobs(context), Scheduler(context),
                                               Kubelet(context)]
+        self.controllers.extend(make(context) for make in extra)
         self._task: asyncio.Task[None] | None = None
 
     def tick(self) -> None:
