@@ -24,6 +24,7 @@ from services.kubesim.controllers.base import Settings as ControllerSettings
 from services.kubesim.controllers.runner import Controllers, ExtraController, Source
 from services.kubesim.discovery import KUBE_VERSION, READ_VERBS, Registry, ResourceKind
 from services.kubesim.errors import ApiError, failure_status
+from services.kubesim.openapi import OpenApi
 from services.kubesim.selectors import field_selector, label_selector
 from services.kubesim.store import SYSTEM_NAMESPACES, Obj, Store, WatchEvent
 from services.kubesim.tls import self_signed
@@ -60,6 +61,7 @@ class KubeApi:
         self.tokens = tokens
         self.store = store or Store(validators=[validate_schema])
         self.registry = registry or Registry()
+        self.openapi = OpenApi(self.registry)
         self.bookmark_interval = bookmark_interval
         self.pod_logs: dict[tuple[str, str], list[str]] = {}  # (namespace, pod) -> lines; controllers append
         self._seed()
@@ -108,6 +110,11 @@ class KubeApi:
         if parts in (["version"], ["healthz"], ["readyz"], ["livez"]):
             return _json(KUBE_VERSION) if parts == ["version"] else web.Response(text="ok")
         role = self._role(request)
+        if parts[:2] == ["openapi", "v3"]:
+            document = self.openapi.index() if len(parts) == 2 else self.openapi.document("/".join(parts[2:]))
+            if document is None:
+                raise ApiError(404, "the server could not find the requested resource")
+            return _json(document)
         if parts == ["api"]:
             return _json(self.registry.api_versions())
         if parts == ["apis"]:

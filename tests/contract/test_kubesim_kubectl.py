@@ -1,4 +1,5 @@
-"""kubectl (Debian's package) as a second real client of kubesim: get, server-side columns, get -w, apply."""
+"""kubectl (Debian's package) as a second real client of kubesim: get, server-side columns, get -w, create, apply
+(validated by the server, which /openapi/v3 tells kubectl it does), scale and delete."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import threading
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 
-from tests.contract.conftest import NAMESPACE, Cluster, pod, rollout
+from tests.contract.conftest import NAMESPACE, Cluster, deployment, pod, rollout
 
 LABELS = {"a": {"app": "api"}, "b": {"app": "api"}, "c": {"app": "vllm"}}
 
@@ -21,6 +23,28 @@ def kubectl() -> str:
     found = shutil.which("kubectl")
     assert found, "kubectl is needed as a second real client: apt-get install kubectl"
     return found
+
+
+def run(cluster: Cluster, *args: str) -> str:
+    """kubectl with the cluster's kubeconfig (its admin context); fails the test with kubectl's stderr."""
+    result = subprocess.run([kubectl(), "--kubeconfig", str(cluster.kubeconfig), *args], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def hpa(name: str, max_replicas: int = 20) -> dict:
+    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": name},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                     "minReplicas": 2, "maxReplicas": max_replicas, "metrics": [{"type": "Resource", "resource": {
+                         "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]}}
+
+
+def write_manifests(path: Path, *objects: dict) -> Path:
+    """A multi-document YAML file of ``objects``, each in NAMESPACE (kubectl's usual input)."""
+    documents = [{**obj, "metadata": {**obj["metadata"], "namespace": NAMESPACE}} for obj in objects]
+    path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    return path
 
 
 @pytest.fixture
@@ -84,14 +108,64 @@ def test_kubectl_apply_creates_then_configures(cluster: Cluster, tmp_path: Path)
                          "template": {"metadata": {"labels": {"app": "web"}},
                                       "spec": {"containers": [{"name": "main", "image": "app:1"}]}}}}
         manifest.write_text(json.dumps(body))
-        # --validate=false: kubesim does not serve /openapi yet (see services/kubesim/server.py)
-        result = subprocess.run([kubectl(), "--kubeconfig", str(cluster.kubeconfig), "apply", "--validate=false",
-                                 "-f", str(manifest)], capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr
-        return result.stdout.strip()
+        return run(cluster, "apply", "-f", str(manifest))
 
     assert apply(2) == "deployment.apps/web created"
     assert apply(2) == "deployment.apps/web unchanged"
     assert apply(4) == "deployment.apps/web configured"
     applied = cluster.apps.read_namespaced_deployment("web", NAMESPACE)
     assert (applied.spec.replicas, applied.metadata.generation) == (4, 2)
+
+
+ARGO = ("argoproj.io", "v1alpha1")
+
+
+def test_kubectl_create_get_scale_and_delete_a_deployment_an_hpa_and_a_rollout(cluster: Cluster,
+                                                                              tmp_path: Path) -> None:
+    manifests = write_manifests(tmp_path / "app.yaml", deployment("web"), hpa("web"), rollout("canary"))
+    assert run(cluster, "create", "-f", str(manifests)).splitlines() == [
+        "deployment.apps/web created", "horizontalpodautoscaler.autoscaling/web created",
+        "rollout.argoproj.io/canary created"]
+    listed = json.loads(run(cluster, "get", "-n", NAMESPACE, "deployment/web", "hpa/web", "rollout/canary",
+                            "-o", "json"))
+    assert [(item["kind"], item["metadata"]["name"], item["spec"].get("replicas")) for item in listed["items"]] == [
+        ("Deployment", "web", 2), ("HorizontalPodAutoscaler", "web", None), ("Rollout", "canary", 3)]
+    assert run(cluster, "scale", "-n", NAMESPACE, "deploy/web", "--replicas=5") == "deployment.apps/web scaled"
+    assert run(cluster, "scale", "-n", NAMESPACE, "rollout/canary", "--replicas=4") == (
+        "rollout.argoproj.io/canary scaled")
+    assert cluster.apps.read_namespaced_deployment("web", NAMESPACE).spec.replicas == 5
+    assert cluster.custom.get_namespaced_custom_object(*ARGO, NAMESPACE, "rollouts", "canary")["spec"][
+        "replicas"] == 4
+    assert run(cluster, "delete", "-f", str(manifests)).splitlines() == [
+        'deployment.apps "web" deleted', 'horizontalpodautoscaler.autoscaling "web" deleted',
+        'rollout.argoproj.io "canary" deleted']
+    assert not cluster.custom.list_namespaced_custom_object(*ARGO, NAMESPACE, "rollouts")["items"]
+    assert not client.AutoscalingV2Api(cluster.admin).list_namespaced_horizontal_pod_autoscaler(NAMESPACE).items
+
+
+def test_kubectl_create_refuses_an_unknown_field_with_the_servers_reason(cluster: Cluster, tmp_path: Path) -> None:
+    bad = deployment("web")
+    bad["spec"]["replica"] = 3
+    result = subprocess.run([kubectl(), "--kubeconfig", str(cluster.kubeconfig), "create", "-f",
+                             str(write_manifests(tmp_path / "bad.yaml", bad))], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1 and 'unknown field "spec.replica"' in result.stderr, result.stderr
+    assert not cluster.apps.list_namespaced_deployment(NAMESPACE).items
+
+
+def test_kubectl_apply_creates_then_configures_a_rollout_and_an_hpa(cluster: Cluster, tmp_path: Path) -> None:
+    path = tmp_path / "canary.yaml"
+    write_manifests(path, rollout("canary"), hpa("canary"))
+    assert run(cluster, "apply", "-f", str(path)).splitlines() == [
+        "rollout.argoproj.io/canary created", "horizontalpodautoscaler.autoscaling/canary created"]
+    changed = rollout("canary")
+    changed["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.local/app:2"
+    write_manifests(path, changed, hpa("canary", max_replicas=30))
+    assert run(cluster, "apply", "-f", str(path)).splitlines() == [
+        "rollout.argoproj.io/canary configured", "horizontalpodautoscaler.autoscaling/canary configured"]
+    assert run(cluster, "apply", "-f", str(path)).splitlines() == [
+        "rollout.argoproj.io/canary unchanged", "horizontalpodautoscaler.autoscaling/canary unchanged"]
+    applied = cluster.custom.get_namespaced_custom_object(*ARGO, NAMESPACE, "rollouts", "canary")
+    assert applied["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.local/app:2"
+    assert client.AutoscalingV2Api(cluster.admin).read_namespaced_horizontal_pod_autoscaler(
+        "canary", NAMESPACE).spec.max_replicas == 30
