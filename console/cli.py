@@ -131,7 +131,11 @@ def _add_kubesim(commands: argparse._SubParsersAction) -> None:
         return kubesim_run(args)
 
     kubesim = commands.add_parser("kubesim", help="serve a SIMULATED Kubernetes API on loopback and write a kubeconfig")
+    kubesim.add_argument("scenario", nargs="?", default=None,
+                         help="a shipped scenario's name (seed) or a scenario file (default: an empty cluster)")
     kubesim.add_argument("--port", type=int, default=0, help="loopback port (default: a free one)")
+    kubesim.add_argument("--gateway-url", default=None,
+                         help="the gateway whose /metrics feeds the scenario's gateway metrics (e.g. http://127.0.0.1:8080)")
     kubesim.add_argument("--kubeconfig", default=str(Path.home() / ".switchboard" / "kubesim.kubeconfig"),
                          help="where to write the kubeconfig (default ~/.switchboard/kubesim.kubeconfig)")
     kubesim.set_defaults(run=run)
