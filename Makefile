@@ -14,7 +14,7 @@ $(BIN)/python:
 
 # System packages the tests use (command:package); installed through apt-get when missing and running as root.
 # kubectl ships with this machine image; Debian's kubernetes-client provides one where it does not.
-SYSTEM_PACKAGES := redis-server:redis-server tmux:tmux kubectl:kubernetes-client
+SYSTEM_PACKAGES := redis-server:redis-server tmux:tmux kubectl:kubernetes-client prometheus:prometheus
 
 .PHONY: system-packages
 system-packages:

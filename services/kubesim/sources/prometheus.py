@@ -1,11 +1,18 @@
 """Instant queries against a real Prometheus over its HTTP API (what KEDA's prometheus scaler and Argo's prometheus
-provider do), for the KEDA controller and AnalysisRuns."""
+provider do), for the KEDA controller and AnalysisRuns, and a Source that feeds a board series from a query."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
+from collections.abc import Callable
 
 import httpx
+
+from services.kubesim.metrics import MetricBoard, Series
+
+LOG = logging.getLogger(__name__)
 
 
 class QueryFailed(Exception):
@@ -40,3 +47,26 @@ async def instant_query(address: str, query: str, timeout_s: float = 5.0) -> lis
     if not all(math.isfinite(value) for value in values):
         raise QueryFailed("Prometheus returned NaN or an infinite value")
     return values
+
+
+class PrometheusSource:
+    """Keeps ``series`` at a real Prometheus query's value, queried every ``interval_s``: the sum over a vector's
+    series (so a per-pod query feeds a workload's total) or a scalar's value. A failed query, or an empty vector
+    (no data), clears the series, so whoever reads it sees the metric as unavailable."""
+
+    def __init__(self, address: str, query: str, series: Series, interval_s: float = 5.0) -> None:
+        self.address, self.query, self.series, self.interval_s = address, query, series, interval_s
+        self.name = f"prometheus {series.namespace}/{series.metric}"
+
+    async def run(self, board: MetricBoard, clock: Callable[[], float]) -> None:
+        while True:
+            try:
+                values = await instant_query(self.address, self.query)
+            except QueryFailed as exc:
+                LOG.warning("kubesim source %s: %s", self.name, exc)
+                values = []
+            if values:
+                board.set(self.series, math.fsum(values), clock(), "prometheus")
+            else:
+                board.clear(self.series)
+            await asyncio.sleep(self.interval_s)
