@@ -31,11 +31,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 ## up: the bundled vLLM backend (provisioned on first run), the gateway on the example config, and the
 ## console attached to them; quitting the console stops them. The admin tokens and one local client key
 ## are kept in 0600 files under $XDG_STATE_HOME/switchboard (paths printed at start-up), so a second
-## terminal's `switchboard console` / `switchboard status` reach the running stack
+## terminal's `switchboard console` / `switchboard status` reach the running stack. A SIMULATED Kubernetes
+## cluster (kubesim) runs beside them on scenario SIM_CLUSTER (default seed: ai-prod, its HPA fed by the gateway's
+## request rate); `make up SIM_CLUSTER=` runs without it, SIM_CLUSTER=path/to/scenario.yaml on another
+SIM_CLUSTER ?= seed
 up: $(STAMP)
 	$(BIN)/switchboard backend install
 	$(BIN)/switchboard backend model
-	$(BIN)/switchboard up --gateway-config $(EXAMPLE_CONFIG)
+	$(BIN)/switchboard up --gateway-config $(EXAMPLE_CONFIG) $(if $(SIM_CLUSTER),--sim-cluster $(SIM_CLUSTER))
 
 ## lint: ruff and the import-linter layering contracts
 lint: $(STAMP)

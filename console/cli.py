@@ -67,7 +67,8 @@ def _add_console(commands: argparse._SubParsersAction) -> None:
             print(f"switchboard up: {exc}", file=sys.stderr)
             return 2
         # Loaded again once the stack runs: the embedded local context follows the stack's record.
-        return run_stack(args.gateway_config, lambda: _console_runner(args)(), start_backend=not args.no_backend)
+        return run_stack(args.gateway_config, lambda: _console_runner(args)(), start_backend=not args.no_backend,
+                         sim_cluster=args.sim_cluster)
 
     console = commands.add_parser("console", help="the on-call TUI (keyboard-driven; ? for help)")
     add_context_options(console)
@@ -81,6 +82,9 @@ def _add_console(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--no-backend", action="store_true",
                     help="do not start the bundled vLLM: use a backend you run yourself, or a gateway config "
                          "without the local target")
+    up.add_argument("--sim-cluster", nargs="?", const="seed", default=None, metavar="SCENARIO",
+                    help="also run kubesim, a SIMULATED Kubernetes API, on a scenario (default seed) fed by the "
+                         "gateway; the console's $KUBECONFIG points at it")
     up.set_defaults(run=run_up)
 
 

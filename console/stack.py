@@ -10,12 +10,17 @@ when set, else from 0600 files in the state directory, generated on the first ru
 The gateway gets them as those two environment variables, which is what the example config's
 ``admin.tokens`` name: a custom gateway config keeps its own token settings untouched. The stack's
 record (``stack.json``) tells a second terminal where the admin API is and which file holds the token.
+
+With ``--sim-cluster [SCENARIO]`` the stack also runs kubesim (``switchboard kubesim``, a SIMULATED Kubernetes API)
+on that scenario, after the gateway and fed by its ``/metrics``; its kubeconfig (0600, bearer tokens) is written to
+the state directory, named in the record, and is the console's ``$KUBECONFIG``. It stops with the stack.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import fcntl
 import os
 import shlex
@@ -35,6 +40,7 @@ from console.contexts import ContextError, default_operator
 from console.localkey import KEY_TIER, LocalKey, ensure_local_key
 from console.sources.gateway import AdminError, SourceDown
 from console.statedir import (
+    KUBECONFIG,
     OPERATOR_TOKEN,
     STACK_LOCK,
     VIEWER_TOKEN,
@@ -179,6 +185,42 @@ def _stop(proc: subprocess.Popen[bytes] | None, grace_s: float = 30) -> None:
         proc.wait()
 
 
+def _start_kubesim(scenario: str, address: GatewayAddress, kubeconfig: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``switchboard kubesim`` on ``scenario``, fed by the gateway; ready once it has written its kubeconfig (it
+    writes it after the scenario's objects exist)."""
+    print(f"starting kubesim, a SIMULATED cluster, on scenario {scenario} (log: {log}) ...", flush=True)
+    with contextlib.suppress(FileNotFoundError):
+        kubeconfig.unlink()  # a previous stack's file would look ready
+    proc = _start([*_switchboard(), "kubesim", scenario, "--kubeconfig", str(kubeconfig),
+                   "--gateway-url", address.url], log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise StackError(f"kubesim exited with {proc.returncode}; last log lines ({log}):\n{tail}")
+        with contextlib.suppress(OSError, yaml.YAMLError):
+            if (yaml.safe_load(kubeconfig.read_text()) or {}).get("current-context"):  # its last key: complete
+                print(f"  kubeconfig: {kubeconfig} (mode 0600; the console's $KUBECONFIG)", flush=True)
+                return proc
+        time.sleep(0.5)
+    _stop(proc)
+    raise StackError(f"kubesim did not write {kubeconfig} within 60 s; see {log}")
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """``$name`` set to ``value`` for the console (and the processes it starts), restored after."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 def _client_key_lines(address: GatewayAddress, operator_token: str, directory: Path) -> list[str]:
     """Create or reuse the local client key; the lines that say where it is and how to use it (never the key)."""
     try:
@@ -202,8 +244,10 @@ def _client_key_lines(address: GatewayAddress, operator_token: str, directory: P
     ]
 
 
-def run_stack(gateway_config: str, run_console: Callable[[], int], *, start_backend: bool = True) -> int:
-    """Start backend (unless told not to) and gateway, run the console in the foreground, stop both after.
+def run_stack(gateway_config: str, run_console: Callable[[], int], *, start_backend: bool = True,
+              sim_cluster: str | None = None) -> int:
+    """Start backend (unless told not to) and gateway, and kubesim on the ``sim_cluster`` scenario when one is
+    named, run the console in the foreground, stop them all after.
 
     ``run_console`` is called once the gateway is healthy and the stack's record is written, so a console
     on the embedded ``local`` context reaches this stack.
@@ -214,14 +258,15 @@ def run_stack(gateway_config: str, run_console: Callable[[], int], *, start_back
         with stack_lock(directory / STACK_LOCK):
             operator = _token(OPERATOR_TOKEN_ENV, directory / OPERATOR_TOKEN)
             viewer = _token(VIEWER_TOKEN_ENV, directory / VIEWER_TOKEN)
-            write_stack_record(directory, StackRecord(os.getpid(), address.url, address.admin_url,
-                                                      str(directory / OPERATOR_TOKEN)))
+            record = StackRecord(os.getpid(), address.url, address.admin_url, str(directory / OPERATOR_TOKEN))
+            write_stack_record(directory, record)
             print(f"state directory: {directory}\n  operator token: {operator.source}\n"
                   f"  viewer token:   {viewer.source}\n"
                   "  another terminal: `switchboard console`, `switchboard status`, `switchboard weights show` "
                   "reach this stack", flush=True)
             try:
-                return _run(address, gateway_config, directory, operator, viewer, run_console, start_backend)
+                return _run(address, gateway_config, directory, operator, viewer, run_console, start_backend,
+                            (sim_cluster, record) if sim_cluster is not None else None)
             finally:
                 remove_stack_record(directory)
     except (AlreadyRunning, StackError, SecretFileError, ContextError) as exc:
@@ -230,8 +275,8 @@ def run_stack(gateway_config: str, run_console: Callable[[], int], *, start_back
 
 
 def _run(address: GatewayAddress, gateway_config: str, directory: Path, operator: Token, viewer: Token,
-         run_console: Callable[[], int], start_backend: bool) -> int:
-    backend = gateway = None
+         run_console: Callable[[], int], start_backend: bool, sim_cluster: tuple[str, StackRecord] | None) -> int:
+    backend = gateway = kubesim = None
     try:
         if start_backend:
             backend_log = directory / "backend.log"
@@ -244,7 +289,15 @@ def _run(address: GatewayAddress, gateway_config: str, directory: Path, operator
         gateway = _start([*_switchboard(), "gateway", "--config", gateway_config], gateway_log, env)
         _wait(address.url + "/health", gateway, "the gateway", gateway_log, 60)
         print("\n".join(_client_key_lines(address, operator.value, directory)), flush=True)
-        return run_console()
+        if sim_cluster is None:
+            return run_console()
+        scenario, record = sim_cluster
+        kubeconfig = directory / KUBECONFIG
+        kubesim = _start_kubesim(scenario, address, kubeconfig, directory / "kubesim.log")
+        write_stack_record(directory, dataclasses.replace(record, kubeconfig=str(kubeconfig)))
+        with _environment("KUBECONFIG", str(kubeconfig)):
+            return run_console()
     finally:
+        _stop(kubesim)
         _stop(gateway)
         _stop(backend)

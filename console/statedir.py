@@ -23,6 +23,7 @@ CLIENT_KEY = "client-key"
 CLIENT_KEY_ID = "client-key.id"
 STACK_RECORD = "stack.json"
 STACK_LOCK = "stack.lock"
+KUBECONFIG = "kubesim.kubeconfig"
 
 
 class SecretFileError(Exception):
@@ -122,6 +123,7 @@ class StackRecord:
     gateway_url: str
     admin_url: str
     operator_token_file: str
+    kubeconfig: str = ""  # the simulated cluster's (``up --sim-cluster``); "" when the stack runs none
 
 
 def write_stack_record(directory: Path, record: StackRecord) -> Path:
