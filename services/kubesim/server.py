@@ -21,6 +21,7 @@ from aiohttp import web
 from services.kubesim import patch as patches
 from services.kubesim import tables
 from services.kubesim.controllers.base import Settings as ControllerSettings
+from services.kubesim.controllers.kubelet import Kubelet
 from services.kubesim.controllers.runner import Controllers, ExtraController, Source
 from services.kubesim.discovery import KUBE_VERSION, READ_VERBS, Registry, ResourceKind
 from services.kubesim.errors import ApiError, failure_status
@@ -254,14 +255,16 @@ class KubeApi:
         meta = obj["metadata"]
         spec, status = obj.get("spec") or {}, obj.get("status") or {}
         selector = status.get("selector")
-        if selector is None:
+        if selector is None and kind.builtin:
             match_labels = (spec.get("selector") or {}).get("matchLabels") or {}
             selector = ",".join(f"{key}={value}" for key, value in sorted(match_labels.items()))
+        # A custom resource's Scale reads its CRD's scale paths (Argo's Rollout: .status.HPAReplicas, .status.selector)
+        replicas = status.get("replicas" if kind.builtin else "HPAReplicas", 0)
         return {"kind": "Scale", "apiVersion": "autoscaling/v1",
                 "metadata": {key: meta[key] for key in ("name", "namespace", "uid", "resourceVersion",
                                                         "creationTimestamp") if key in meta},
                 "spec": {"replicas": spec.get("replicas", 1)},
-                "status": {"replicas": status.get("replicas", 0), "selector": selector}}
+                "status": {"replicas": replicas, **({"selector": selector} if selector else {})}}
 
     def write_log(self, namespace: str, pod: str, line: str) -> None:
         """Appends a line to a pod's log (what its container would print)."""
@@ -474,6 +477,9 @@ class KubeSim:
         if self.controller_settings is not None:
             self.controllers = Controllers(self.api.store, self.api.registry, self.controller_settings,
                                            clock=self.clock, sources=self.sources, extra=self.extra)
+            for controller in self.controllers.controllers:
+                if isinstance(controller, Kubelet):
+                    controller.write_log = self.api.write_log
             self.controllers.start()
         self._runner = web.AppRunner(self.api.app(), access_log=None, handler_cancellation=True,
                                     shutdown_timeout=2.0)

@@ -1,7 +1,17 @@
-"""A kubesim on a free loopback port per test, reached through the official client from the kubeconfig it writes."""
+"""A kubesim on a free loopback port per test, reached through the official client from the kubeconfig it writes.
+
+Real-cluster mode: when ``SWITCHBOARD_CONTRACT_KUBECONFIG`` names a kubeconfig, ``kube()`` and ``cluster`` are that
+cluster instead (its current context is the admin; the viewer is the context named by
+``SWITCHBOARD_CONTRACT_VIEWER_CONTEXT``, ``<current>-viewer`` by default), each test in a fresh ``NAMESPACE`` that
+is emptied and deleted afterwards, and the same assertions hold. Tests that can only run on kubesim (they read its
+store, step or configure its controllers, or check its SIMULATED marks) carry ``@pytest.mark.kubesim_only(reason=...)``
+and are deselected there; ``kube(**options)`` with kubesim options fails on a real cluster, naming the marker.
+"""
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +19,9 @@ from typing import Any
 
 import pytest
 from kubernetes import client, config
+from kubernetes.client.rest import ApiException
 
+from services.kubesim.controllers.base import Settings
 from services.kubesim.kubeconfig import write_kubeconfig
 from services.kubesim.server import KubeSim
 from services.kubesim.store import Store
@@ -17,14 +29,61 @@ from services.kubesim.store import Store
 ADMIN_TOKEN, VIEWER_TOKEN = "contract-admin-token", "contract-viewer-token"
 TOKENS = {ADMIN_TOKEN: "admin", VIEWER_TOKEN: "viewer"}
 NAMESPACE = "contract"
+REAL_CLUSTER_ENV = "SWITCHBOARD_CONTRACT_KUBECONFIG"
+VIEWER_CONTEXT_ENV = "SWITCHBOARD_CONTRACT_VIEWER_CONTEXT"
+KUBESIM_ONLY = "kubesim_only"
+NAMESPACE_GONE_S = 300.0  # a real namespace's deletion waits for its pods' graceful termination
+# The controllers ``working_cluster`` runs on kubesim: quick enough that a Job finishes in well under a second.
+WORKING = Settings(tick=0.05, ready_delay=0.2, job_seconds=0.3, crash_interval=0.2)
+# Namespaced kinds a test may leave behind: emptied before the namespace is deleted (a real cluster would do it
+# itself, more slowly; kubesim does not cascade a namespace's deletion). (group, version, plural)
+CLEANUP_KINDS = (("", "v1", "pods"), ("", "v1", "services"), ("", "v1", "configmaps"), ("", "v1", "events"),
+                 ("apps", "v1", "deployments"), ("apps", "v1", "statefulsets"), ("apps", "v1", "replicasets"),
+                 ("batch", "v1", "jobs"), ("autoscaling", "v2", "horizontalpodautoscalers"),
+                 ("argoproj.io", "v1alpha1", "rollouts"), ("argoproj.io", "v1alpha1", "analysisruns"),
+                 ("argoproj.io", "v1alpha1", "analysistemplates"), ("keda.sh", "v1alpha1", "scaledobjects"))
+
+
+def real_kubeconfig() -> Path | None:
+    """The real cluster's kubeconfig in real-cluster mode, else None (the default: kubesim)."""
+    named = os.environ.get(REAL_CLUSTER_ENV, "").strip()
+    return Path(named).expanduser() if named else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{KUBESIM_ONLY}(reason): the test needs kubesim itself (its store, its "
+                                       f"controllers' settings, its SIMULATED marks); deselected when "
+                                       f"{REAL_CLUSTER_ENV} names a real cluster")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    kept, deselected = [], []
+    for item in items:
+        marker = item.get_closest_marker(KUBESIM_ONLY) if here in item.path.parents else None
+        if marker is not None and not (marker.args or marker.kwargs.get("reason")):
+            raise pytest.UsageError(f"{item.nodeid}: {KUBESIM_ONLY} needs a reason (why only kubesim can run it)")
+        (deselected if marker is not None and real_kubeconfig() else kept).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
+class _NoSim:
+    """``Cluster.sim`` on a real cluster: any use fails, naming the marker the test lacks."""
+
+    def __getattr__(self, name: str) -> Any:
+        pytest.fail(f"this test uses kubesim itself (cluster.sim.{name}) and cannot run on a real cluster: "
+                    f"mark it @pytest.mark.{KUBESIM_ONLY}(reason=...)")
 
 
 @dataclass
 class Cluster:
-    sim: KubeSim
+    sim: KubeSim  # a _NoSim on a real cluster
     kubeconfig: Path
     admin: client.ApiClient
     viewer: client.ApiClient
+    real: bool = False  # True in real-cluster mode
 
     @property
     def core(self) -> client.CoreV1Api:
@@ -47,6 +106,10 @@ class Cluster:
 
 @pytest.fixture
 def kube(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    real = real_kubeconfig()
+    if real is not None:
+        yield from _real_cluster(real)
+        return
     started: list[KubeSim] = []
 
     def make(**options: Any) -> Cluster:
@@ -66,6 +129,93 @@ def kube(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
 @pytest.fixture
 def cluster(kube: Callable[..., Cluster]) -> Cluster:
     return kube()
+
+
+@pytest.fixture
+def working_cluster(kube: Callable[..., Cluster]) -> Cluster:
+    """A cluster whose controllers run: kubesim with quick controllers and one Ready node, or the real cluster."""
+    if real_kubeconfig() is not None:
+        return kube()
+    made = kube(controllers=WORKING)
+    add_ready_node(made, node("worker-1"))
+    return made
+
+
+def node(name: str, cpu: str = "32", memory: str = "256Gi", gpus: int = 0, product: str | None = None) -> dict:
+    """A Node object as a kubelet would report it (kubesim's scheduler places pods on it)."""
+    labels = {"kubernetes.io/hostname": name}
+    capacity = {"cpu": cpu, "memory": memory, "pods": "110"}
+    if gpus:
+        capacity["nvidia.com/gpu"] = str(gpus)
+    if product:
+        labels["nvidia.com/gpu.product"] = product
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
+            "status": {"capacity": capacity, "allocatable": capacity,
+                       "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def add_ready_node(cluster: Cluster, item: dict) -> None:
+    """Creates the node, then writes its status through the status subresource (a real node's kubelet would)."""
+    created = cluster.core.create_node(item)
+    cluster.core.replace_node_status(created.metadata.name, {**item, "metadata": {
+        "name": created.metadata.name, "resourceVersion": created.metadata.resource_version}})
+
+
+def _real_cluster(path: Path) -> Iterator[Callable[..., Cluster]]:
+    """``kube`` in real-cluster mode: one fresh NAMESPACE for the test, emptied and deleted afterwards."""
+    admin = config.new_client_from_config(config_file=str(path))
+    contexts, current = config.list_kube_config_contexts(config_file=str(path))
+    viewer_context = os.environ.get(VIEWER_CONTEXT_ENV) or f"{current['name']}-viewer"
+    if viewer_context not in {context["name"] for context in contexts}:
+        pytest.fail(f"{path} has no context {viewer_context!r} for the read-only identity: add one (see the "
+                    f"README's contract-suite section) or name it in {VIEWER_CONTEXT_ENV}")
+    viewer = config.new_client_from_config(config_file=str(path), context=viewer_context)
+    core = client.CoreV1Api(admin)
+    _wait_until_gone(core)  # a previous run's namespace may still be terminating
+    core.create_namespace({"metadata": {"name": NAMESPACE}})
+    made = Cluster(_NoSim(), path, admin, viewer, real=True)  # type: ignore[arg-type]
+
+    def make(**options: Any) -> Cluster:
+        if options:
+            pytest.fail(f"kube({', '.join(options)}=...) configures kubesim, which a real cluster cannot do: mark "
+                        f"the test @pytest.mark.{KUBESIM_ONLY}(reason=...)")
+        return made
+
+    try:
+        yield make
+    finally:
+        _empty(admin)
+        try:
+            core.delete_namespace(NAMESPACE)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        _wait_until_gone(core)
+
+
+def _empty(admin: client.ApiClient) -> None:
+    for group, version, plural in CLEANUP_KINDS:
+        prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        try:
+            admin.call_api(f"{prefix}/namespaces/{NAMESPACE}/{plural}", "DELETE",
+                           query_params=[("gracePeriodSeconds", 0)], auth_settings=["BearerToken"],
+                           _preload_content=False)
+        except ApiException as exc:
+            if exc.status not in (404, 405):  # a kind this cluster lacks (no Argo or KEDA CRDs), or events
+                raise
+
+
+def _wait_until_gone(core: client.CoreV1Api) -> None:
+    deadline = time.monotonic() + NAMESPACE_GONE_S
+    while time.monotonic() < deadline:
+        try:
+            core.read_namespace(NAMESPACE)
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        time.sleep(0.5)
+    pytest.fail(f"namespace {NAMESPACE} was still there {NAMESPACE_GONE_S:.0f} s after its deletion")
 
 
 def pod(name: str, labels: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:

@@ -153,7 +153,7 @@ def test_scale_subresource_for_deployments_and_rollouts(cluster: Cluster) -> Non
     assert cluster.apps.read_namespaced_deployment("api", NAMESPACE).spec.replicas == 5
     cluster.custom.create_namespaced_custom_object(*ARGO, NAMESPACE, "rollouts", rollout("ai-api"))
     cluster.custom.patch_namespaced_custom_object_status(
-        *ARGO, NAMESPACE, "rollouts", "ai-api", {"status": {"replicas": 3, "selector": "app=ai-api"}})
+        *ARGO, NAMESPACE, "rollouts", "ai-api", {"status": {"HPAReplicas": 3, "selector": "app=ai-api"}})
     ro_scale = cluster.custom.patch_namespaced_custom_object_scale(
         *ARGO, NAMESPACE, "rollouts", "ai-api", {"spec": {"replicas": 6}})
     assert ro_scale["spec"]["replicas"] == 6 and ro_scale["status"] == {"replicas": 3, "selector": "app=ai-api"}

@@ -17,6 +17,7 @@ from services.kubesim.store import Store
 from tests.contract.conftest import ADMIN_TOKEN, NAMESPACE, Cluster, deployment, pod
 
 
+@pytest.mark.kubesim_only(reason="it writes the pod's log through kubesim's KubeApi.write_log")
 def test_pod_log_with_tail_lines_and_container_checks(cluster: Cluster) -> None:
     cluster.core.create_namespaced_pod(NAMESPACE, pod("job-1"))
     api = cluster.sim.api
@@ -39,6 +40,7 @@ def no_replicas_over_ten(kind: ResourceKind, obj: dict[str, Any], old: dict[str,
                       [{"field": "spec.replicas", "reason": "FieldValueInvalid", "message": "at most 10"}])
 
 
+@pytest.mark.kubesim_only(reason="it gives kubesim's store an extra validator")
 def test_a_validator_refuses_writes_with_422_and_nothing_changes(kube: Callable[..., Cluster]) -> None:
     cluster = kube(store=Store(validators=[no_replicas_over_ten]))
     with pytest.raises(ApiException) as refused:
@@ -59,6 +61,7 @@ def test_a_validator_refuses_writes_with_422_and_nothing_changes(kube: Callable[
 
 
 @pytest.mark.parametrize("word", ["1", "t", "True", "TRUE"])
+@pytest.mark.kubesim_only(reason="it reaches kubesim's URL with its CA and token directly, not through a kubeconfig")
 def test_watch_accepts_every_spelling_go_parse_bool_does(cluster: Cluster, word: str) -> None:
     made = cluster.core.create_namespaced_pod(NAMESPACE, pod("p0"))
     cluster.core.delete_namespaced_pod("p0", NAMESPACE)

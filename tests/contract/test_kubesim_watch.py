@@ -19,11 +19,13 @@ from tests.contract.conftest import ADMIN_TOKEN, NAMESPACE, Cluster, pod
 SAFETY_TIMEOUT = 120  # seconds: only bounds a broken run; every wait below ends on an event
 
 
-def collect(cluster: Cluster, count: int, **kwargs: Any) -> tuple[list[dict[str, Any]], watch.Watch]:
-    """The first ``count`` pod events of a watch in NAMESPACE (then the connection is closed)."""
+def collect(cluster: Cluster, count: int, kind: str = "pod", **kwargs: Any) -> tuple[list[dict[str, Any]], watch.Watch]:
+    """The first ``count`` events of a watch of pods (or ``kind``: "config_map") in NAMESPACE (then the connection
+    is closed)."""
     watcher = watch.Watch()
     events = []
-    for event in watcher.stream(cluster.core.list_namespaced_pod, NAMESPACE, timeout_seconds=SAFETY_TIMEOUT,
+    lister = getattr(cluster.core, f"list_namespaced_{kind}")
+    for event in watcher.stream(lister, NAMESPACE, timeout_seconds=SAFETY_TIMEOUT,
                                 **kwargs):
         events.append(event)
         if len(events) == count:
@@ -48,6 +50,7 @@ def when_watching(cluster: Cluster, count: int, action: Callable[[], None]) -> t
     return thread
 
 
+@pytest.mark.kubesim_only(reason="it waits on kubesim's store for the watch to be registered before writing")
 def test_resuming_from_the_last_resource_version_loses_and_repeats_nothing(cluster: Cluster) -> None:
     core = cluster.core
     core.create_namespaced_pod(NAMESPACE, pod("p0"))
@@ -76,6 +79,7 @@ def test_a_watch_without_resource_version_starts_with_every_object_added(cluster
     assert summary(events) == [("ADDED", "p0"), ("ADDED", "p1")]
 
 
+@pytest.mark.kubesim_only(reason="it shrinks kubesim's history to compact it on demand")
 def test_a_compacted_resource_version_is_410_then_a_relist_resumes(kube: Callable[..., Cluster]) -> None:
     cluster = kube(store=Store(history=5))
     old = cluster.core.create_namespaced_pod(NAMESPACE, pod("p0")).metadata.resource_version
@@ -91,6 +95,7 @@ def test_a_compacted_resource_version_is_410_then_a_relist_resumes(kube: Callabl
     assert summary(events) == [("DELETED", "p3")]
 
 
+@pytest.mark.kubesim_only(reason="it sets kubesim's bookmark interval")
 def test_bookmarks_carry_the_current_resource_version(kube: Callable[..., Cluster]) -> None:
     cluster = kube(bookmark_interval=0.05)
     made = cluster.core.create_namespaced_pod(NAMESPACE, pod("p0"))
@@ -101,6 +106,7 @@ def test_bookmarks_carry_the_current_resource_version(kube: Callable[..., Cluste
     assert watcher.resource_version == made.metadata.resource_version
 
 
+@pytest.mark.kubesim_only(reason="it sets kubesim's bookmark interval and counts its open watchers")
 def test_timeout_seconds_ends_the_stream_and_bookmarks_only_come_when_asked(kube: Callable[..., Cluster]) -> None:
     cluster = kube(bookmark_interval=0.05)
     made = cluster.core.create_namespaced_pod(NAMESPACE, pod("p0"))
@@ -111,17 +117,19 @@ def test_timeout_seconds_ends_the_stream_and_bookmarks_only_come_when_asked(kube
 
 
 def test_a_watch_sends_only_what_its_selector_matches_and_transitions_across_it(cluster: Cluster) -> None:
-    listed = cluster.core.list_namespaced_pod(NAMESPACE).metadata.resource_version
+    # ConfigMaps: a real cluster's scheduler and kubelet would add their own MODIFIED events to pods.
+    listed = cluster.core.list_namespaced_config_map(NAMESPACE).metadata.resource_version
     for name, app in (("a", "api"), ("b", "batch"), ("c", "api")):
-        cluster.core.create_namespaced_pod(NAMESPACE, pod(name, {"app": app}))
-    cluster.core.patch_namespaced_pod("b", NAMESPACE, {"metadata": {"labels": {"app": "api"}}})
-    cluster.core.patch_namespaced_pod("a", NAMESPACE, {"metadata": {"labels": {"app": "web"}}})
-    cluster.core.patch_namespaced_pod("c", NAMESPACE, {"metadata": {"labels": {"v": "2"}}})
-    events, _ = collect(cluster, 5, resource_version=listed, label_selector="app=api")
+        cluster.core.create_namespaced_config_map(NAMESPACE, {"metadata": {"name": name, "labels": {"app": app}}})
+    cluster.core.patch_namespaced_config_map("b", NAMESPACE, {"metadata": {"labels": {"app": "api"}}})
+    cluster.core.patch_namespaced_config_map("a", NAMESPACE, {"metadata": {"labels": {"app": "web"}}})
+    cluster.core.patch_namespaced_config_map("c", NAMESPACE, {"metadata": {"labels": {"v": "2"}}})
+    events, _ = collect(cluster, 5, "config_map", resource_version=listed, label_selector="app=api")
     # As on a real API server: starting to match is ADDED, ceasing to match is DELETED.
     assert summary(events) == [("ADDED", "a"), ("ADDED", "c"), ("ADDED", "b"), ("DELETED", "a"), ("MODIFIED", "c")]
 
 
+@pytest.mark.kubesim_only(reason="it sizes kubesim's watch queue and counts its open watchers")
 def test_a_watcher_that_stops_reading_is_dropped_not_buffered(kube: Callable[..., Cluster]) -> None:
     cluster = kube(store=Store(watch_queue=4))
     context = ssl.create_default_context(cadata=cluster.sim.ca_pem.decode())

@@ -12,7 +12,10 @@ import pytest
 from kubernetes import client, watch
 
 from services.kubesim.controllers.base import CRASH_LOOP, READY_SECONDS, RUN_SECONDS, Settings
-from tests.contract.conftest import NAMESPACE, Cluster, deployment, pod
+from tests.contract.conftest import NAMESPACE, Cluster, add_ready_node, deployment, node, pod
+
+pytestmark = pytest.mark.kubesim_only(reason="pods run on simulated nodes by kubesim's controllers, at its "
+                                              "settings' pace and by its annotations (the images do not exist)")
 
 FAST = Settings(tick=0.05, ready_delay=0.2, job_seconds=0.3, crash_interval=0.2)
 DEADLINE = 30.0
@@ -30,26 +33,11 @@ def wait_for(what: str, check: Callable[[], Any]) -> Any:
     pytest.fail(f"timed out waiting for {what}")
 
 
-def node(name: str, cpu: str = "32", memory: str = "256Gi", gpus: int = 0, product: str | None = None) -> dict:
-    labels = {"kubernetes.io/hostname": name}
-    capacity = {"cpu": cpu, "memory": memory, "pods": "110"}
-    if gpus:
-        capacity["nvidia.com/gpu"] = str(gpus)
-    if product:
-        labels["nvidia.com/gpu.product"] = product
-    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
-            "status": {"capacity": capacity, "allocatable": capacity,
-                       "conditions": [{"type": "Ready", "status": "True"}]}}
-
-
 @pytest.fixture
 def sim(kube: Callable[..., Cluster]) -> Cluster:
     cluster = kube(controllers=FAST)
     for item in (node("cpu-1"), node("a100-1", gpus=4, product=A100), node("a100-2", gpus=4, product=A100)):
-        created = cluster.core.create_node(item)
-        # A real node's kubelet reports status; here the test does, through the status subresource.
-        cluster.core.replace_node_status(created.metadata.name, {**item, "metadata": {
-            "name": created.metadata.name, "resourceVersion": created.metadata.resource_version}})
+        add_ready_node(cluster, item)
     return cluster
 
 

@@ -6,6 +6,7 @@ in CrashLoopBackOff and gets a BackOff warning Event (or, with restartPolicy Nev
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from services.kubesim.controllers.base import (
     CRASH_LOOP,
@@ -25,6 +26,8 @@ class Kubelet:
         self.context = context
         self.started: dict[str, float] = {}  # pod uid -> when its containers started (runner clock)
         self.crashed: dict[str, float] = {}  # pod uid -> when its containers last crashed
+        # (namespace, pod, line) -> None: where a container's output goes (KubeSim points it at the pod log API)
+        self.write_log: Callable[[str, str, str], None] = lambda namespace, pod, line: None
 
     def tick(self) -> None:
         pods = self.context.store.list(self.context.kinds.pods, None, lambda _: True)
@@ -41,7 +44,12 @@ class Kubelet:
 
     def _sync(self, pod: Obj) -> None:
         uid, now = pod["metadata"]["uid"], self.context.clock()
-        started = self.started.setdefault(uid, now)
+        if uid not in self.started:
+            self.started[uid] = now
+            for container in pod["spec"].get("containers") or []:
+                self.write_log(pod["metadata"]["namespace"], pod["metadata"]["name"],
+                               f"kubesim: container {container.get('name')} started ({container.get('image', '')})")
+        started = self.started[uid]
         annotations = pod["metadata"].get("annotations") or {}
         status = pod.get("status") or {}
         if annotations.get(CRASH_LOOP) == "true" and pod["spec"].get("restartPolicy") == "Never":
