@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
@@ -235,7 +236,9 @@ class KindWatch:
                     self._stopped.wait(ABSENT_RECHECK_S)
                     continue
                 failure = f"{self.kind.plural}: HTTP {exc.status} {exc.reason}"
-            except Exception as exc:  # unreachable, timed out, cut off, malformed
+            except urllib3.exceptions.HTTPError as exc:  # unreachable, timed out, cut off: the same for every kind
+                failure = f"cannot reach {self.api.configuration.host}: {_connection_problem(exc)}"
+            except Exception as exc:  # a malformed answer
                 failure = f"{self.kind.plural}: {describe(exc)}"
             else:
                 backoff, failures = RETRY_MIN_S, 0
@@ -283,6 +286,23 @@ def _watch_call(api: client.ApiClient, kind: Kind, namespace: str | None) -> Cal
 
         return list_in_namespace
     return getattr(typed, f"list_{singular}_for_all_namespaces")  # type: ignore[no-any-return]
+
+
+def _connection_problem(exc: urllib3.exceptions.HTTPError) -> str:
+    """urllib3's message names the pool, the URL and the retries; the on-call needs the cause only."""
+    cause: BaseException = exc
+    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+        cause = exc.reason
+    if isinstance(cause, urllib3.exceptions.NewConnectionError):  # before TimeoutError: urllib3 derives it from that
+        text = str(cause)
+        return "connection refused" if "refused" in text.lower() else text.split(": ", 1)[-1]
+    if isinstance(cause, urllib3.exceptions.TimeoutError):
+        return "timed out"
+    if isinstance(cause, urllib3.exceptions.SSLError):
+        return "TLS failed (is the kubeconfig's certificate authority right?)"
+    if isinstance(cause, urllib3.exceptions.ProtocolError):
+        return "the connection broke"
+    return describe(cause)
 
 
 def _key(obj: Obj) -> tuple[str, str]:
