@@ -38,6 +38,7 @@ def run(body: Callable[[], Any]) -> Any:
     return asyncio.run(body())
 
 
+@pytest.mark.kubesim_only(reason="counts the open watches in kubesim's store")
 def test_lists_then_watches_each_kind_once_and_follows_changes(cluster: Cluster) -> None:
     cluster.core.create_namespaced_pod(NAMESPACE, pod("before"))
     updates: list[Observed[KubeSnapshot]] = []
@@ -65,6 +66,7 @@ def test_lists_then_watches_each_kind_once_and_follows_changes(cluster: Cluster)
     run(body)
 
 
+@pytest.mark.kubesim_only(reason="kubesim's SIMULATED mark")
 def test_says_it_is_talking_to_a_simulated_cluster(cluster: Cluster) -> None:
     async def body() -> None:
         source = KubeSource(str(cluster.kubeconfig), "kubesim", NAMESPACE, lambda _: None, interval_s=0.05)
@@ -80,6 +82,7 @@ def test_says_it_is_talking_to_a_simulated_cluster(cluster: Cluster) -> None:
     run(body)
 
 
+@pytest.mark.kubesim_only(reason="a five-event history and a two-event watch queue")
 def test_a_compacted_version_relists_and_nothing_is_lost(kube: Callable[..., Cluster]) -> None:
     """Twenty pods land in one go: the server drops the watcher whose queue of two overflowed, the resume from
     the last version it saw finds that version compacted out of a five-event history (410 Gone), and the kind is
@@ -129,6 +132,7 @@ def test_a_kind_the_cluster_does_not_serve_is_absent_not_down(cluster: Cluster) 
     run(body)
 
 
+@pytest.mark.kubesim_only(reason="stops the server")
 def test_an_unreachable_cluster_is_down_with_the_reason(cluster: Cluster, tmp_path: Path) -> None:
     url = cluster.sim.url
     cluster.sim.stop()
@@ -147,6 +151,7 @@ def test_an_unreachable_cluster_is_down_with_the_reason(cluster: Cluster, tmp_pa
 
 
 @pytest.mark.parametrize("context, expected", [("nowhere", "has no context 'nowhere'; known: kubesim")])
+@pytest.mark.kubesim_only(reason="kubesim's context names")
 def test_a_context_the_kubeconfig_lacks_is_down_and_says_which(cluster: Cluster, context: str, expected: str) -> None:
     async def body() -> None:
         source = KubeSource(str(cluster.kubeconfig), context, NAMESPACE, lambda _: None)
@@ -164,6 +169,7 @@ def test_a_context_the_kubeconfig_lacks_is_down_and_says_which(cluster: Cluster,
     run(body)
 
 
+@pytest.mark.kubesim_only(reason="kubesim's context names and roles")
 def test_access_reviews_allow_the_admin_and_explain_the_viewer(cluster: Cluster) -> None:
     wanted = {"rollout.promote": Permission("patch", "argoproj.io", "rollouts", "status"),
               "pods.read": Permission("list", "", "pods")}
