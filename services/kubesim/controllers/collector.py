@@ -14,10 +14,10 @@ class Collector:
 
     def tick(self) -> None:
         store, kinds = self.context.store, self.context.kinds
-        owners = (kinds.deployments, kinds.replicasets, kinds.statefulsets, kinds.jobs, kinds.rollouts,
-                  kinds.analysisruns)
+        owners = (kinds.deployments, kinds.replicasets, kinds.statefulsets, kinds.jobs, kinds.scaledobjects,
+                  kinds.rollouts, kinds.analysisruns)
         alive = {obj["metadata"]["uid"] for kind in owners for obj in store.list(kind, None, lambda _: True)}
-        for kind in (kinds.replicasets, kinds.pods, kinds.analysisruns, kinds.jobs):
+        for kind in (kinds.replicasets, kinds.pods, kinds.hpas, kinds.analysisruns, kinds.jobs):
             for obj in store.list(kind, None, lambda _: True):
                 refs = [ref for ref in obj["metadata"].get("ownerReferences") or [] if ref.get("controller")]
                 if refs and refs[0].get("kind") in OWNER_KINDS \
