@@ -12,7 +12,13 @@ import pytest
 from kubernetes import client
 
 from services.kubesim.controllers.base import ANALYSIS_OUTCOME_PREFIX, Settings
-from services.kubesim.controllers.rollouts import HASH_LABEL, REVISION, basic_canary_counts
+from services.kubesim.controllers.rollouts import (
+    HASH_LABEL,
+    REVISION,
+    SetSize,
+    basic_canary_counts,
+    basic_canary_step,
+)
 from tests.contract.conftest import NAMESPACE, Cluster
 
 ARGO = ("argoproj.io", "v1alpha1")
@@ -43,7 +49,7 @@ class Sim:
 
     def settle(self) -> None:
         """Enough ticks (each past the ready delay) for a resize to end in ready pods and the status to follow."""
-        self.tick(times=5)
+        self.tick(times=8)
 
     def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.custom.create_namespaced_custom_object(*ARGO, NAMESPACE, plural, body)
@@ -193,6 +199,9 @@ def test_the_seeds_steps_walk_through_with_successful_analyses(sim: Sim) -> None
     status = sim.status()
     assert (status["phase"], status["stableRS"], status["currentStepIndex"]) == ("Healthy", digest, 10)
     assert sorted(run["status"]["phase"] for run in sim.runs()) == ["Successful"] * 3
+    assert sim.sizes() == {1: 10, 2: 10}  # with traffic routing the old stable set waits scaleDownDelaySeconds
+    sim.tick(30.5)
+    sim.settle()
     assert sim.sizes() == {1: 0, 2: 10}
     assert status["canary"]["weights"]["canary"]["weight"] == 100
     assert sim.conditions()["Healthy"][0] == "True"
@@ -215,6 +224,9 @@ def test_an_analysis_failing_at_a_step_aborts_the_rollout(sim: Sim) -> None:
     assert status["canary"]["currentStepAnalysisRunStatus"] == {"name": run["metadata"]["name"], "status": "Failed",
                                                                 "message": detail}
     assert status["canary"]["weights"]["canary"]["weight"] == 0
+    assert sim.sizes() == {1: 10, 2: 1}  # the canary's pods wait abortScaleDownDelaySeconds (30 s)
+    sim.tick(30.5)
+    sim.tick()
     assert sim.sizes() == {1: 10, 2: 0}
 
 
@@ -356,6 +368,17 @@ def test_set_weight_without_traffic_routing_is_the_closest_replica_count(sim: Si
 def test_the_canary_count_rounds_to_the_closest_and_up_on_a_tie(replicas: int, weight: int, surge: int,
                                                                  counts: tuple[int, int]) -> None:
     assert basic_canary_counts(replicas, weight, surge) == counts
+
+
+@pytest.mark.parametrize(("replicas", "weight", "surge", "unavailable", "new", "stable", "counts"), [
+    (10, 10, 1, 1, (0, 0), (10, 10), (1, 9)), (10, 30, 3, 0, (0, 0), (10, 10), (3, 10)),
+    (10, 30, 0, 5, (0, 0), (10, 10), (0, 7)), (1, 5, 1, 0, (0, 0), (1, 1), (1, 1)),
+    (1, 95, 1, 0, (0, 0), (1, 1), (1, 1))])
+def test_each_reconcile_moves_the_counts_within_surge_and_unavailable(
+        replicas: int, weight: int, surge: int, unavailable: int, new: tuple[int, int], stable: tuple[int, int],
+        counts: tuple[int, int]) -> None:
+    """The worked examples in CalculateReplicaCountsForBasicCanary's comment (utils/replicaset/canary.go)."""
+    assert basic_canary_step(replicas, weight, surge, unavailable, SetSize(*new), SetSize(*stable), 0) == counts
 
 
 def test_scale_sets_the_replicas_the_steps_divide(sim: Sim) -> None:

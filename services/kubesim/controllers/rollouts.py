@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from services.kubesim.controllers.analysis import COMPLETED, OUTCOME, duration_seconds
@@ -60,12 +61,22 @@ def _percent(value: Any, replicas: int, rounding: Any) -> int:
     return int(value)
 
 
-def max_surge(canary: Obj, replicas: int) -> int:
-    return _percent(canary.get("maxSurge", "25%"), replicas, math.ceil)
+def fenceposts(canary: Obj, replicas: int) -> tuple[int, int]:
+    """resolveFenceposts: (maxSurge, maxUnavailable) as pod counts, 25% each by default (surge rounded up,
+    unavailable down); both 0 makes maxUnavailable 1, and it never exceeds the replicas."""
+    surge = _percent(canary.get("maxSurge", "25%"), replicas, math.ceil)
+    unavailable = _percent(canary.get("maxUnavailable", "25%"), replicas, math.floor)
+    if surge == 0 and unavailable == 0:
+        unavailable = 1
+    return surge, min(unavailable, replicas)
 
 
-def max_unavailable(canary: Obj, replicas: int) -> int:
-    return _percent(canary.get("maxUnavailable", "25%"), replicas, math.floor)
+@dataclass(frozen=True)
+class SetSize:
+    """A ReplicaSet as the replica arithmetic sees it: spec.replicas and status.availableReplicas."""
+
+    replicas: int
+    available: int
 
 
 def _delta(weight: int, canary: int, total: int) -> float:
@@ -100,6 +111,72 @@ def basic_canary_counts(replicas: int, weight: int, surge: int) -> tuple[int, in
         if _delta(weight, *option) < _delta(weight, *best):
             best = option
     return best[0], best[1] - best[0]
+
+
+def _for_scale_down(size: SetSize | None, ignore_availability: bool) -> int:
+    """GetReplicasForScaleDown."""
+    if size is None:
+        return 0
+    if size.replicas < size.available or ignore_availability:
+        return size.replicas
+    return size.available
+
+
+def _drain(size: SetSize | None, desired: int, scale_down: int, count: int) -> int:
+    """calculateScaleDownReplicaCount."""
+    if size is not None and size.replicas > desired:
+        return max(desired, size.replicas - scale_down)
+    return count
+
+
+def _within_limits(drain: SetSize | None, adjust: SetSize | None, drain_count: int, adjust_count: int,
+                   max_allowed: int, min_available: int) -> tuple[int, int]:
+    """adjustReplicaWithinLimits: keeps the pair within maxSurge without going under the minimum available."""
+    over = max(0, adjust_count + drain_count - max_allowed)
+    available = min(drain.available, drain_count) if drain is not None else 0
+    if adjust is not None:
+        adjust_count -= over
+        available += min(adjust.available, adjust_count)
+        extra = max(0, adjust.available - adjust_count)
+        adjust_count += min(extra, max(0, min_available - available))
+        drain_count -= max(0, adjust_count + drain_count - max_allowed)
+    return drain_count, adjust_count
+
+
+def basic_canary_step(replicas: int, weight: int, surge: int, unavailable: int, new: SetSize | None,
+                      stable: SetSize | None, older: int) -> tuple[int, int]:
+    """CalculateReplicaCountsForBasicCanary: this reconcile's (canary, stable) sizes on the way to the weight's
+    counts, growing within maxSurge (the stable set first) and shrinking within maxUnavailable (older sets first).
+    ``stable`` is None when there is no stable set apart from the canary; ``older`` is the older sets' replicas."""
+    desired_new, desired_stable = basic_canary_counts(replicas, weight, surge)
+    new_count = new.replicas if new is not None else 0
+    stable_count = stable.replicas if stable is not None else 0
+    if stable is None:
+        desired_new, desired_stable = replicas, 0
+    max_allowed = replicas + surge
+    scale_up = max_allowed - older - (new.replicas if new else 0) - (stable.replicas if stable else 0)
+    if stable is not None and stable.replicas < desired_stable and scale_up > 0:
+        if stable.replicas + scale_up < desired_stable:
+            stable_count, scale_up = stable.replicas + scale_up, 0
+        else:
+            stable_count, scale_up = desired_stable, scale_up - (desired_stable - stable.replicas)
+    if new is not None and new.replicas < desired_new and scale_up > 0:
+        new_count = min(new.replicas + scale_up, desired_new)
+    if older > 0:
+        return new_count, stable_count
+    min_available = replicas - unavailable
+    increasing = new is None or desired_new >= new.replicas
+    removable = _for_scale_down(new, not increasing) + _for_scale_down(stable, increasing)
+    if removable <= min_available:
+        return new_count, stable_count
+    scale_down = removable - min_available
+    if not increasing:
+        new_count = _drain(new, desired_new, scale_down, new_count)
+        new_count, stable_count = _within_limits(new, stable, new_count, stable_count, max_allowed, min_available)
+    elif stable is not None:
+        stable_count = _drain(stable, desired_stable, scale_down, stable_count)
+        stable_count, new_count = _within_limits(stable, new, stable_count, new_count, max_allowed, min_available)
+    return new_count, stable_count
 
 
 def current_weight(steps: list[Obj], index: int) -> int:
@@ -185,6 +262,7 @@ class Rollouts:
     def __init__(self, context: Context) -> None:
         self.context = context
         self.pauses: dict[str, tuple[str, float]] = {}  # rollout uid -> (pause condition startTime, clock then)
+        self.deadlines: dict[str, float] = {}  # ReplicaSet uid -> the clock at which it may be scaled down
 
     def tick(self) -> None:
         store, kinds = self.context.store, self.context.kinds
@@ -197,6 +275,9 @@ class Rollouts:
                   [run for run in runs if owned_by(run, rollout)]).run()
         for uid in [uid for uid in self.pauses if uid not in live]:
             del self.pauses[uid]
+        sets = {rs["metadata"]["uid"] for rs in replicasets}
+        for uid in [uid for uid in self.deadlines if uid not in sets]:
+            del self.deadlines[uid]
 
 
 class _Sync:
@@ -214,6 +295,7 @@ class _Sync:
         self.replicas = _replicas(self.rollout)
         self.abort_message = ""
         self.invalid = ""
+        self.delayed: set[str] = set()  # ReplicaSets whose scale-down waits on a delay this reconcile
 
     # --- the reconcile, in Argo's order ----------------------------------------------------------------------
 
@@ -309,25 +391,26 @@ class _Sync:
     def _by_hash(self, digest: str) -> Obj | None:
         return next((rs for rs in self.owned if (rs["metadata"].get("labels") or {}).get(HASH_LABEL) == digest), None)
 
-    def _targets(self) -> dict[str, int]:
-        """Each owned ReplicaSet's wanted size (by uid) for the current weight."""
-        status, new = self.status, self.new
-        stable = self._by_hash(status["stableRS"])
-        targets = {rs["metadata"]["uid"]: 0 for rs in self.owned}
-        if stable is None or stable["metadata"]["uid"] == new["metadata"]["uid"]:
-            targets[new["metadata"]["uid"]] = self.replicas
-            return targets
+    def _stable_set(self) -> Obj | None:
+        """The stable ReplicaSet apart from the canary (None on the stable template, or when it is gone)."""
+        stable = self._by_hash(self.status["stableRS"])
+        return None if stable is None or stable["metadata"]["uid"] == self.new["metadata"]["uid"] else stable
+
+    def _desired(self) -> tuple[int, int]:
+        """The (canary, stable) counts the current weight asks for (what a setWeight step waits for)."""
         weight = self.weight()
+        if self._stable_set() is None:
+            return self.replicas, 0
         if self.canary.get("trafficRouting"):
             count, scale_weight = canary_scale(self.steps, self.index, weight)
             canary = count if count is not None else math.ceil(self.replicas * scale_weight / MAX_WEIGHT)
-            if status.get("abort"):
-                canary = 0
-            targets[new["metadata"]["uid"]], targets[stable["metadata"]["uid"]] = canary, self.replicas
-        else:
-            canary, kept = basic_canary_counts(self.replicas, weight, max_surge(self.canary, self.replicas))
-            targets[new["metadata"]["uid"]], targets[stable["metadata"]["uid"]] = canary, kept
-        return targets
+            return (0 if self.status.get("abort") else canary), self.replicas
+        return basic_canary_counts(self.replicas, weight, fenceposts(self.canary, self.replicas)[0])
+
+    def _older(self) -> list[Obj]:
+        stable = self._stable_set()
+        keep = {self.new["metadata"]["uid"], *([stable["metadata"]["uid"]] if stable else [])}
+        return sorted((rs for rs in self.owned if rs["metadata"]["uid"] not in keep), key=_revision, reverse=True)
 
     def weight(self) -> int:
         """The canary's share now: 0 when aborted, 100 once every step is done (or on the stable template)."""
@@ -338,23 +421,77 @@ class _Sync:
         return current_weight(self.steps, self.index)
 
     def _at_targets(self) -> bool:
-        """AtDesiredReplicaCountsForCanary, for a setWeight step's completion."""
-        targets = self._targets()
-        stable = self._by_hash(self.status["stableRS"])
-        for rs in self.owned:
-            wanted = targets[rs["metadata"]["uid"]]
-            if rs is self.new or rs["metadata"]["uid"] == self.new["metadata"]["uid"]:
-                if _replicas(rs) != wanted or _count(rs, "availableReplicas") < wanted:
-                    return False
-            elif stable is not None and rs["metadata"]["uid"] == stable["metadata"]["uid"]:
-                if _count(rs, "replicas") != wanted and not self.canary.get("trafficRouting"):
-                    return False
-            elif not self.canary.get("trafficRouting") and _count(rs, "availableReplicas"):
-                return False
-        return True
+        """AtDesiredReplicaCountsForCanary, for a setWeight step's completion: the canary at its count and
+        available, the stable set at its count, and (without traffic routing) no older pod available."""
+        canary, kept = self._desired()
+        if _replicas(self.new) != canary or _count(self.new, "availableReplicas") < canary:
+            return False
+        stable = self._stable_set()
+        if stable is not None and (_replicas(stable) != kept or _count(stable, "replicas") != kept):
+            return False
+        routed = bool(self.canary.get("trafficRouting"))
+        return routed or not any(_count(rs, "availableReplicas") for rs in self._older())
+
+    def _targets(self) -> dict[str, int]:
+        """Each owned ReplicaSet's size for this reconcile (by uid)."""
+        new, stable, older = self.new, self._stable_set(), self._older()
+        surge, unavailable = fenceposts(self.canary, self.replicas)
+        targets = {rs["metadata"]["uid"]: _replicas(rs) for rs in self.owned}
+        if self.canary.get("trafficRouting"):
+            canary, kept = self._desired()
+            if self.status.get("abort") and stable is not None:
+                canary = self._after_delay(new, "abortScaleDownDelaySeconds", 0, _replicas(new))
+            targets[new["metadata"]["uid"]] = canary
+            if stable is not None:
+                targets[stable["metadata"]["uid"]] = kept
+        else:
+            def size(rs: Obj | None) -> SetSize | None:
+                return None if rs is None else SetSize(_replicas(rs), _count(rs, "availableReplicas"))
+
+            canary, kept = basic_canary_step(self.replicas, self.weight(), surge, unavailable, size(new), size(stable),
+                                             sum(_replicas(rs) for rs in older))
+            targets[new["metadata"]["uid"]] = canary
+            if stable is not None:
+                targets[stable["metadata"]["uid"]] = kept
+        self._older_targets(targets, older, unavailable)
+        return targets
+
+    def _older_targets(self, targets: dict[str, int], older: list[Obj], unavailable: int) -> None:
+        """scaleDownOldReplicaSetsForCanary: older sets lose their unavailable pods at once, then shrink while
+        enough stay available; with traffic routing, the previous stable set waits scaleDownDelaySeconds (30 s)
+        once the canary is promoted, and an intermediate set goes at once."""
+        routed = bool(self.canary.get("trafficRouting"))
+        promoted = self.status["stableRS"] == self.digest
+        room = sum(_count(rs, "availableReplicas") for rs in self.owned) - (self.replicas - unavailable)
+        for rs in older:
+            uid, size = rs["metadata"]["uid"], _replicas(rs)
+            if routed and promoted:
+                targets[uid] = self._after_delay(rs, "scaleDownDelaySeconds", 0, size)
+                continue
+            target = min(size, _count(rs, "availableReplicas"))
+            if routed:
+                target = 0
+            elif room > 0 and target > 0:
+                cut = min(target, room)
+                target, room = target - cut, room - cut
+            targets[uid] = target
+
+    def _after_delay(self, rs: Obj, field: str, then: int, until: int) -> int:
+        """``then`` once the strategy's delay (30 s by default; 0 for an abort means never) has passed on the runner's
+        clock since this ReplicaSet was first due, ``until`` before."""
+        delay = int(self.canary.get(field, 30))
+        if field == "abortScaleDownDelaySeconds" and delay == 0:
+            return until
+        uid, now = rs["metadata"]["uid"], self.context.clock()
+        self.delayed.add(uid)
+        due = self.controller.deadlines.setdefault(uid, now + delay)
+        return then if now >= due else until
 
     def _scale(self) -> None:
         targets = self._targets()
+        for rs in self.owned:  # a delay that no longer applies (a retry, a new revision) starts afresh next time
+            if rs["metadata"]["uid"] not in self.delayed:
+                self.controller.deadlines.pop(rs["metadata"]["uid"], None)
         for rs in self.owned:
             wanted, before = targets[rs["metadata"]["uid"]], _replicas(rs)
             if wanted == before:
@@ -420,7 +557,12 @@ class _Sync:
         duration = pause.get("duration")
         if duration is None:
             return False
-        if now > started[1] + duration_seconds(duration):
+        try:
+            seconds = duration_seconds(duration)
+        except ValueError:
+            self.invalid = f"invalid pause duration {duration!r}: use seconds or a number with s, m or h"
+            return False
+        if now > started[1] + seconds:
             del self.controller.pauses[uid]
             return True
         return False
@@ -604,7 +746,7 @@ class _Sync:
                       HPAReplicas=sum(_count(rs, "replicas") for rs in self.owned),
                       selector=format_selector(self.spec.get("selector") or {}))
         self._weights()
-        if status["availableReplicas"] >= replicas - max_unavailable(self.canary, replicas):
+        if status["availableReplicas"] >= replicas - fenceposts(self.canary, replicas)[1]:
             conditions = set_condition(conditions, "Available", "True", "AvailableReason",
                                        "Rollout has minimum availability", stamp, update_time=True)
         else:
