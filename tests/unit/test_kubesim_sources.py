@@ -11,7 +11,10 @@ from typing import Any
 import pytest
 import redis
 
+from services.kubesim.controllers.base import Settings
+from services.kubesim.controllers.runner import Controllers
 from services.kubesim.metrics import MetricBoard, Series
+from services.kubesim.server import KubeApi
 from services.kubesim.sources.prometheus import PrometheusSource, QueryFailed, instant_query
 from services.kubesim.sources.redis_length import (
     LengthFailed,
@@ -175,5 +178,27 @@ def test_the_prometheus_source_feeds_the_series_and_clears_it_when_the_query_has
         await until(lambda: board.get(broken) is None, "a bad query to clear the series")
         for task in tasks:
             task.cancel()
+
+    asyncio.run(body())
+
+
+def test_both_sources_run_under_the_controllers_runner(redis_server: RedisServer, db: redis.Redis,
+                                                       prometheus: PrometheusServer) -> None:
+    db.rpush("jobs", "a", "b")
+    queue, waiting = Series("inference", "queue", ""), Series("inference", "waiting", "")
+    api = KubeApi({})
+
+    async def body() -> None:
+        runner = Controllers(api.store, api.registry, Settings(tick=3600.0), sources=(
+            RedisLengthSource(redis_server.url, "jobs", queue, interval_s=0.05),
+            PrometheusSource(prometheus.url, "queue_depth", waiting, interval_s=0.05)))
+        runner.start()
+        try:
+            await until(lambda: runner.board.get(queue) is not None and runner.board.get(waiting) is not None,
+                        "both sources' first readings")
+            readings = runner.board.get(queue), runner.board.get(waiting)
+            assert [reading.value for reading in readings if reading] == [2.0, 7.0]
+        finally:
+            runner.stop()
 
     asyncio.run(body())
