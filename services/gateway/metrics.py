@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from services.gateway.health import BreakerState
@@ -27,6 +27,7 @@ class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)  # process_cpu_seconds_total and friends: kubesim's gateway source reads the CPU
         self.requests = Counter(
             "switchboard_requests", "Client requests by route and response status class",
             ["route", "status_class"], registry=r,
