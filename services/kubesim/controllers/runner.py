@@ -14,6 +14,7 @@ from services.kubesim.controllers.base import Context, Kinds, Settings
 from services.kubesim.controllers.collector import Collector
 from services.kubesim.controllers.hpa import Hpas
 from services.kubesim.controllers.jobs import Jobs
+from services.kubesim.controllers.keda import ScaledObjects
 from services.kubesim.controllers.kubelet import Kubelet
 from services.kubesim.controllers.rollouts import Rollouts
 from services.kubesim.controllers.scheduler import Scheduler
@@ -51,10 +52,10 @@ class Controllers:
         self.sources = sources
         self.context = context = Context(store, Kinds.of(registry), self.settings, clock)
         # The collector first, then owners, so the pods they create are scheduled and started in the same pass.
-        self.controllers: list[Controller] = [Collector(context), Deployments(context), Rollouts(context),
-                                              AnalysisRuns(context), ReplicaSets(context),
-                                              StatefulSets(context), Jobs(context), Hpas(context), Scheduler(context),
-                                              Kubelet(context)]
+        self.controllers: list[Controller] = [Collector(context), ScaledObjects(context), Deployments(context),
+                                              Rollouts(context), AnalysisRuns(context), ReplicaSets(context),
+                                              StatefulSets(context), Jobs(context),
+                                              Hpas(context), Scheduler(context), Kubelet(context)]
         self.controllers.extend(make(context) for make in extra)
         self._task: asyncio.Task[None] | None = None
 
