@@ -154,6 +154,21 @@ def test_a_redis_list_drives_the_generated_hpa_activation_and_cooldown_to_zero(
     queue.close()
 
 
+def test_the_hpa_controller_scales_the_target_to_the_list_length_over_list_length(
+        sim: Sim, redis_server: RedisServer) -> None:
+    sim.cluster.apps.create_namespaced_deployment(NAMESPACE, deployment("worker", replicas=1))
+    redis.Redis.from_url(redis_server.url).rpush("jobs", *range(23))
+    sim.create(scaled_object("worker-queue", "worker", [redis_trigger(redis_server)], minReplicaCount=1,
+                             maxReplicaCount=20))
+    sim.settle(lambda: sim.value("s0-redis-jobs") == 23, "the list's length on the board")
+    for _ in range(2):  # with no behavior, one sync may at most reach max(2 x current, 4): 1 -> 4 -> 5
+        sim.tick(sim.cluster.sim.controller_settings.hpa_sync)  # type: ignore[union-attr]
+    sim.settle(lambda: sim.replicas("worker") == 5, "ceil(23 / 5) replicas")
+    hpa = sim.hpa("keda-hpa-worker-queue")
+    assert hpa.status.desired_replicas == 5
+    assert hpa.status.current_metrics[0].external.current.average_value is not None
+
+
 def test_a_prometheus_trigger_reads_a_real_prometheus_and_activation_is_ignored_above_zero(sim: Sim) -> None:
     with GaugeExporter() as gauges, PrometheusServer([gauges.target], scrape_interval_s=0.5) as prometheus:
         gauges.set("vllm_waiting", 12)
