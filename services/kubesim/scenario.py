@@ -4,6 +4,9 @@ unknown key, a malformed node, a manifest kubesim would refuse or a bad time is 
 file, the key and what was expected. The format::
 
     name: seed
+    extends: other                                         # optional: a shipped name or a file beside this one;
+                                                           # its settings, nodes, objects and timeline come first,
+                                                           # its metrics unless this file has a metrics key
     settings: {tick: 1, hpa_sync: 15, ready_delay: 2}      # optional; controllers.base.Settings fields, seconds
     cluster:
       nodes:                                               # each entry becomes `count` Nodes, <name>-0, <name>-1, ...
@@ -26,7 +29,8 @@ file, the key and what was expected. The format::
 
 A metric event sets one board series (source "timeline"): a workload's total (cpu in cores, memory in bytes, a
 Pods metric's sum) or, with no workload, an External metric's value. ``analysis`` decides the AnalysisRun of the
-Rollout's step at that index (Successful, Failed, Inconclusive or Error)."""
+Rollout's step at that index (Successful, Failed, Inconclusive or Error). Events at the same time fire in file
+order (an extended scenario's first), so a later one wins."""
 
 from __future__ import annotations
 
@@ -65,7 +69,7 @@ class Feed:
 
     kind: str
     options: dict[str, Any]
-    where: str  # "metrics[0].gateway", for errors raised when the source is built
+    where: str  # "<file>: metrics[0].gateway", for errors raised when the source is built
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ class Event:
     at: float  # seconds after the start
     action: str  # metric, crash_loop, analysis, scale
     fields: dict[str, Any]
-    where: str  # "timeline[3]", for the log
+    where: str  # "seed.yaml: timeline[3]", for the log
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class Scenario:
     objects: tuple[Obj, ...]
     feeds: tuple[Feed, ...]
     timeline: tuple[Event, ...]
+    origins: tuple[str, ...]  # per object, "<file>: objects[<i>]": where it was written (with ``extends``)
 
 
 def shipped() -> list[str]:
@@ -103,28 +108,50 @@ def resolve(name_or_path: str) -> Path:
 
 
 def load(name_or_path: str) -> Scenario:
-    path = resolve(name_or_path)
+    scenario = _read(resolve(name_or_path), ())
+    _dry_run(scenario)
+    return scenario
+
+
+def _read(path: Path, extending: tuple[Path, ...]) -> Scenario:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ScenarioError(f"{path}: cannot read it: {exc}") from None
     check = _Checker(path)
     top = check.mapping(data, "the top level", required=("name",),
-                        optional=("settings", "cluster", "objects", "metrics", "timeline"))
+                        optional=("extends", "settings", "cluster", "objects", "metrics", "timeline"))
     name = check.text(top["name"], "name")
-    settings = check.settings(top.get("settings") or {})
+    base = _base(check, top["extends"], path, extending) if "extends" in top else None
+    settings = check.settings(top.get("settings") or {}, base.settings if base else Settings())
     cluster = check.mapping(top.get("cluster") or {}, "cluster", optional=("nodes",))
     nodes = tuple(node for i, entry in enumerate(check.sequence(cluster.get("nodes") or [], "cluster.nodes"))
                   for node in check.nodes(entry, f"cluster.nodes[{i}]"))
-    objects = tuple(check.manifest(entry, f"objects[{i}]")
-                    for i, entry in enumerate(check.sequence(top.get("objects") or [], "objects")))
+    entries = check.sequence(top.get("objects") or [], "objects")
+    objects = tuple(check.manifest(entry, f"objects[{i}]") for i, entry in enumerate(entries))
+    origins = tuple(f"{path}: objects[{i}]" for i in range(len(objects)))
     feeds = tuple(check.feed(entry, f"metrics[{i}]")
                   for i, entry in enumerate(check.sequence(top.get("metrics") or [], "metrics")))
     timeline = tuple(check.event(entry, f"timeline[{i}]")
                      for i, entry in enumerate(check.sequence(top.get("timeline") or [], "timeline")))
-    scenario = Scenario(name, path, settings, nodes, objects, feeds, timeline)
-    _dry_run(scenario)
-    return scenario
+    if base is None:
+        return Scenario(name, path, settings, nodes, objects, feeds, timeline, origins)
+    return Scenario(name, path, settings, base.nodes + nodes, base.objects + objects,
+                    feeds if "metrics" in top else base.feeds, base.timeline + timeline, base.origins + origins)
+
+
+def _base(check: _Checker, value: object, path: Path, extending: tuple[Path, ...]) -> Scenario:
+    """The scenario ``extends`` names: a shipped name, or a file relative to this one."""
+    name = check.text(value, "extends")
+    relative = path.parent / name
+    try:
+        base_path = relative if relative.is_file() else resolve(name)
+    except ScenarioError as exc:
+        raise ScenarioError(f"{path}: extends: {exc}") from None
+    chain = (*extending, path.resolve())
+    if base_path.resolve() in chain:
+        raise ScenarioError(f"{path}: extends: {name!r} extends this scenario in turn (a cycle)")
+    return _read(base_path, chain)
 
 
 def apply(scenario: Scenario, store: Store, registry: Registry) -> None:
@@ -132,27 +159,27 @@ def apply(scenario: Scenario, store: Store, registry: Registry) -> None:
     nodes = registry.by_kind("", "Node")
     assert nodes is not None
     for node in scenario.nodes:
-        _create(store, registry, node, f"cluster.nodes (node {node['metadata']['name']})", scenario.path)
+        _create(store, registry, node, f"{scenario.path}: cluster.nodes (node {node['metadata']['name']})")
         if nodes.status:  # .status is ignored on create: the node's capacity is its status
             name = node["metadata"]["name"]
             store.replace(nodes, "", name, {**store.get(nodes, "", name), "status": node["status"]}, "status")
-    for i, obj in enumerate(scenario.objects):
-        _create(store, registry, obj, f"objects[{i}]", scenario.path)
+    for obj, origin in zip(scenario.objects, scenario.origins, strict=True):
+        _create(store, registry, obj, origin)
 
 
-def _create(store: Store, registry: Registry, obj: Obj, where: str, path: Path) -> None:
+def _create(store: Store, registry: Registry, obj: Obj, where: str) -> None:
     api_version, kind_name = obj["apiVersion"], obj["kind"]
     group, _, version = api_version.rpartition("/")
     kind = registry.by_kind(group, kind_name)
     meta = obj["metadata"]
     label = f"{kind_name} {meta.get('namespace', '') + '/' if meta.get('namespace') else ''}{meta.get('name')}"
     if kind is None or kind.version != version:
-        raise ScenarioError(f"{path}: {where} ({label}): kubesim does not serve {api_version} {kind_name}")
+        raise ScenarioError(f"{where} ({label}): kubesim does not serve {api_version} {kind_name}")
     namespace = (meta.get("namespace") or "default") if kind.namespaced else ""
     try:
         store.create(kind, namespace, copy.deepcopy(obj))
     except ApiError as exc:
-        raise ScenarioError(f"{path}: {where} ({label}): refused as the API server would ({exc.code} "
+        raise ScenarioError(f"{where} ({label}): refused as the API server would ({exc.code} "
                             f"{exc.reason}): {exc.message}") from None
 
 
@@ -232,10 +259,12 @@ class _Checker:
         hours, minutes, seconds = (float(part or 0) for part in match.groups())
         return hours * 3600 + minutes * 60 + seconds
 
-    def settings(self, value: object) -> Settings:
+    def settings(self, value: object, start: Settings) -> Settings:
+        """``start`` (the defaults, or the extended scenario's) with the given fields replaced."""
         fields = tuple(field.name for field in dataclasses.fields(Settings))
         given = self.mapping(value, "settings", optional=fields)
-        return Settings(**{key: self.number(given[key], f"settings.{key}", positive=True) for key in given})
+        return dataclasses.replace(start, **{key: self.number(given[key], f"settings.{key}", positive=True)
+                                             for key in given})
 
     def nodes(self, value: object, where: str) -> list[Obj]:
         node = self.mapping(value, where, required=("name", "cpu", "memory"),
@@ -312,7 +341,7 @@ class _Checker:
         for key in ("multiplier", "interval"):
             if key in options:
                 self.number(options[key], f"{where}.{kind}.{key}", positive=True)
-        return Feed(kind, options, f"{where}.{kind}")
+        return Feed(kind, options, f"{self.path}: {where}.{kind}")
 
     def event(self, value: object, where: str) -> Event:
         actions: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -349,7 +378,7 @@ class _Checker:
             if fields["kind"] not in SCALABLE:
                 raise self.fail(f"{inner}.kind", f"one of {', '.join(SCALABLE)}", fields["kind"])
             self.integer(fields["replicas"], f"{inner}.replicas")
-        return Event(at, action, fields, where)
+        return Event(at, action, fields, f"{self.path.name}: {where}")
 
 
 def series(options: dict[str, Any]) -> Series:
@@ -370,25 +399,25 @@ def sources(scenario: Scenario, gateway_url: str | None) -> tuple[tuple[Any, ...
                 notes.append(f"{feed.where} ({options['namespace']}/{options['workload']}) is not fed: "
                              "no --gateway-url")
                 continue
-            module = _source_module("gateway", feed, scenario.path)
+            module = _source_module("gateway", feed)
             built.append(module.GatewaySource(gateway_url, options["namespace"], options["workload"],
                                               multiplier=float(options.get("multiplier", 1.0)), **interval))
         elif feed.kind == "prometheus":
-            module = _source_module("prometheus", feed, scenario.path)
+            module = _source_module("prometheus", feed)
             built.append(module.PrometheusSource(options["address"], options["query"], series(options), **interval))
         else:
-            module = _source_module("redis_length", feed, scenario.path)
+            module = _source_module("redis_length", feed)
             built.append(module.RedisLengthSource(options["url"], options["key"], series(options),
                                                   interval_s=float(options.get("interval", 1.0))))
     return tuple(built), notes
 
 
-def _source_module(name: str, feed: Feed, path: Path) -> Any:
+def _source_module(name: str, feed: Feed) -> Any:
     module = f"services.kubesim.sources.{name}"
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
         if exc.name != module:
             raise
-        missing = f"{path}: {feed.where}: this kubesim has no {feed.kind} source ({module} is missing)"
+        missing = f"{feed.where}: this kubesim has no {feed.kind} source ({module} is missing)"
         raise ScenarioError(missing) from None

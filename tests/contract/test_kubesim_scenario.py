@@ -17,12 +17,13 @@ from services.kubesim.controllers.base import ANALYSIS_OUTCOME_PREFIX, CRASH_LOO
 from services.kubesim.controllers.runner import Controllers
 from services.kubesim.kubeconfig import write_kubeconfig
 from services.kubesim.metrics import Series
-from services.kubesim.scenario import ScenarioError, apply, load
+from services.kubesim.scenario import SHIPPED, ScenarioError, apply, load
 from services.kubesim.server import KubeApi
 from services.kubesim.timeline import Timeline
 from tests.contract.conftest import TOKENS
 
 A100 = "NVIDIA-A100-SXM4-80GB"
+SEED = SHIPPED / "seed.yaml"
 WITHIN_S = 60.0  # a loaded 2-core machine ticks slowly; the wait ends as soon as the state is there
 
 
@@ -41,7 +42,7 @@ def eventually(read: Callable[[], Any], what: str, within_s: float = WITHIN_S) -
 def test_the_seed_scenario_serves_ai_prod_through_the_official_client(tmp_path: Path) -> None:
     sim, notes = start(load("seed"), TOKENS)
     try:
-        assert notes == ["metrics[0].gateway (ai-prod/ai-api) is not fed: no --gateway-url"]
+        assert notes == [f"{SEED}: metrics[0].gateway (ai-prod/ai-api) is not fed: no --gateway-url"]
         path = write_kubeconfig(tmp_path / "kubeconfig", sim.url, TOKENS, sim.ca_pem)
         api = config.new_client_from_config(config_file=str(path))
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
@@ -239,3 +240,39 @@ def test_an_event_whose_object_is_not_there_yet_fires_once_it_is(tmp_path: Path)
     runner.tick()
     annotations = api.store.get(rollouts, "ai-prod", "ai-api")["metadata"]["annotations"]
     assert annotations[f"{ANALYSIS_OUTCOME_PREFIX}2"] == "Failed"
+
+
+def test_the_incident_scenario_is_the_seed_with_its_own_timeline() -> None:
+    incident, seed = load("incident"), load("seed")
+    assert incident.objects == seed.objects and incident.nodes == seed.nodes and incident.feeds == ()
+    now = [0.0]
+    api = KubeApi({})
+    apply(incident, api.store, api.registry)
+    runner = Controllers(api.store, api.registry, incident.settings, clock=lambda: now[0],
+                         extra=(Timeline.of(incident.timeline),))
+    runner.tick()
+    annotations = api.store.get(runner.context.kinds.rollouts, "ai-prod", "ai-api")["metadata"]["annotations"]
+    assert [annotations[f"{ANALYSIS_OUTCOME_PREFIX}{step}"] for step in (2, 5, 8)] == [
+        "Successful", "Failed", "Successful"], "same-time events fire in file order, the extended file's first"
+    rate = Series("ai-prod", "http_requests_per_second", "ai-api")
+    assert runner.board.get(rate) is None
+    now[0] = 30.0
+    runner.tick()
+    assert runner.board.get(rate).value == 400.0  # type: ignore[union-attr]
+
+
+def test_extends_is_checked_like_the_rest(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("name: a\nextends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("name: b\nextends: a.yaml\n")
+    with pytest.raises(ScenarioError, match=r"b\.yaml: extends: 'a\.yaml' extends this scenario in turn"):
+        load(str(tmp_path / "a.yaml"))
+    (tmp_path / "c.yaml").write_text("name: c\nextends: nowhere\n")
+    with pytest.raises(ScenarioError, match=r"c\.yaml: extends: nowhere: no such scenario file"):
+        load(str(tmp_path / "c.yaml"))
+    again = tmp_path / "d.yaml"
+    again.write_text("name: d\nextends: seed\nobjects:\n  - {apiVersion: v1, kind: Service, metadata: "
+                     "{name: ai-api, namespace: ai-prod}, spec: {ports: [{port: 80}]}}\n")
+    with pytest.raises(ScenarioError) as caught:
+        load(str(again))
+    assert str(caught.value).startswith(f"{again}: objects[0] (Service ai-prod/ai-api): refused as the API server "
+                                        "would (409"), str(caught.value)
