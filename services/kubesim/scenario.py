@@ -407,8 +407,7 @@ def sources(scenario: Scenario, gateway_url: str | None) -> tuple[tuple[Any, ...
             built.append(module.PrometheusSource(options["address"], options["query"], series(options), **interval))
         else:
             module = _source_module("redis_length", feed)
-            built.append(module.RedisLengthSource(options["url"], options["key"], series(options),
-                                                  interval_s=float(options.get("interval", 1.0))))
+            built.append(module.RedisLengthSource(options["url"], options["key"], series(options), **interval))
     return tuple(built), notes
 
 

@@ -17,7 +17,7 @@ from services.kubesim.controllers.base import ANALYSIS_OUTCOME_PREFIX, CRASH_LOO
 from services.kubesim.controllers.runner import Controllers
 from services.kubesim.kubeconfig import write_kubeconfig
 from services.kubesim.metrics import Series
-from services.kubesim.scenario import SHIPPED, ScenarioError, apply, load
+from services.kubesim.scenario import SHIPPED, ScenarioError, apply, load, sources
 from services.kubesim.server import KubeApi
 from services.kubesim.timeline import Timeline
 from tests.contract.conftest import TOKENS
@@ -276,3 +276,23 @@ def test_extends_is_checked_like_the_rest(tmp_path: Path) -> None:
         load(str(again))
     assert str(caught.value).startswith(f"{again}: objects[0] (Service ai-prod/ai-api): refused as the API server "
                                         "would (409"), str(caught.value)
+
+
+def test_each_metric_feed_becomes_its_source(tmp_path: Path) -> None:
+    scenario = load(str(write(tmp_path, """\
+        name: fed
+        metrics:
+          - {gateway: {namespace: ai-prod, workload: ai-api, multiplier: 20}}
+          - {prometheus: {address: "http://127.0.0.1:9090", query: "sum(up)", namespace: jobs, metric: up,
+                          interval: 2}}
+          - {redis: {url: "redis://127.0.0.1:6379/0", key: queue, namespace: jobs, metric: queue, workload: worker}}
+        """)))
+    built, notes = sources(scenario, "http://127.0.0.1:8080/")
+    assert notes == []
+    gateway, prometheus, redis = built
+    assert (gateway.url, gateway.multiplier, gateway.rate_series) == (
+        "http://127.0.0.1:8080/metrics", 20.0, Series("ai-prod", "http_requests_per_second", "ai-api"))
+    assert (prometheus.address, prometheus.query, prometheus.series, prometheus.interval_s) == (
+        "http://127.0.0.1:9090", "sum(up)", Series("jobs", "up", ""), 2.0)
+    assert (redis.url, redis.key, redis.series) == (
+        "redis://127.0.0.1:6379/0", "queue", Series("jobs", "queue", "worker"))
