@@ -4,7 +4,8 @@
 that is created with mode 0600 from its first byte (``os.open`` with the mode, written under a
 temporary name and linked or renamed into place, so no reader ever sees a partial or wider file). A
 second terminal finds them through the record of the running stack (``stack.json``: its URLs and token
-file), which the embedded ``local`` console context follows.
+file, and the kubeconfig of its simulated cluster when it runs one), which the embedded ``local`` console
+context follows.
 """
 
 from __future__ import annotations
