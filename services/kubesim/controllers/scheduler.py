@@ -5,28 +5,14 @@ PodScheduled=False and a FailedScheduling Event."""
 from __future__ import annotations
 
 import logging
-import re
 from decimal import Decimal
 
 from services.kubesim.controllers.base import Context, is_terminal, set_condition
+from services.kubesim.quantity import parse_exact as parse_quantity
 from services.kubesim.store import Obj
 
 LOG = logging.getLogger(__name__)
 RESOURCES = ("cpu", "memory", "nvidia.com/gpu")
-SUFFIXES = {"m": Decimal("0.001"), "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9,
-            "T": Decimal(10) ** 12, "P": Decimal(10) ** 15, "E": Decimal(10) ** 18, "Ki": Decimal(2) ** 10,
-            "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40, "Pi": Decimal(2) ** 50,
-            "Ei": Decimal(2) ** 60}
-QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
-
-
-def parse_quantity(value: object) -> Decimal:
-    """A Kubernetes resource quantity ("500m", "2", "16Gi", "1e3") as a number; ValueError when malformed."""
-    match = QUANTITY.match(str(value).strip())
-    if not match or (match.group(2) and match.group(2) not in SUFFIXES):
-        raise ValueError(f"not a resource quantity: {value!r}")
-    number, suffix = match.groups()
-    return Decimal(number) * (SUFFIXES[suffix] if suffix else 1)
 
 
 def requests(pod: Obj) -> dict[str, Decimal]:
