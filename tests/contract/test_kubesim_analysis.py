@@ -91,6 +91,14 @@ def test_reaching_the_count_is_successful(sim: Sim) -> None:
     assert len(metric_result(sim)["measurements"]) == 3  # a completed run takes no more
 
 
+def test_a_metric_that_runs_until_terminated_keeps_its_last_ten_measurements(sim: Sim) -> None:
+    create(sim, analysis_run({"interval": "1s", "consecutiveErrorLimit": 100, "provider": WEB}))
+    for _ in range(14):
+        sim.tick(10.5)
+    result = metric_result(sim)
+    assert (status(sim)["phase"], result["error"], len(result["measurements"])) == ("Running", 14, 10)
+
+
 def test_inconclusive_past_its_limit_is_inconclusive(sim: Sim) -> None:
     create(sim, analysis_run({"interval": "1s", "count": 5, "inconclusiveLimit": 1, "provider": WEB},
                              outcome="Inconclusive"))

@@ -5,7 +5,9 @@ math, /scale and a blueGreen refusal."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -134,6 +136,12 @@ def analysis_template(name: str = "ai-api-analysis") -> dict[str, Any]:
                                       "containers": [{"name": "quality-check", "image": "quality:1"}]}}}}}}]}}
 
 
+def slow_template() -> dict[str, Any]:
+    """A template whose metric never settles here (its provider is not simulated, so it errors and retries)."""
+    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisTemplate", "metadata": {"name": "slow"},
+            "spec": {"metrics": [{"name": "web", "provider": {"web": {"url": "http://127.0.0.1:9/"}}}]}}
+
+
 def start_seed(sim: Sim, outcomes: dict[int, str]) -> None:
     """The seed's rollout, healthy at revision 1, then a new image: revision 2 starts at step 0."""
     sim.create("analysistemplates", analysis_template())
@@ -164,6 +172,9 @@ def test_the_first_revision_is_stable_at_once_and_healthy_with_argos_status_fiel
     assert conditions["Progressing"] == ("True", "NewReplicaSetAvailable",
                                          f'ReplicaSet "{replicaset.metadata.name}" has successfully progressed.')
     assert conditions["Completed"][0] == conditions["Healthy"][0] == "True"
+    version = sim.rollout()["metadata"]["resourceVersion"]
+    sim.tick(times=3)
+    assert sim.rollout()["metadata"]["resourceVersion"] == version  # a settled rollout is not rewritten each tick
 
 
 def test_the_seeds_steps_walk_through_with_successful_analyses(sim: Sim) -> None:
@@ -329,9 +340,7 @@ def test_undo_to_the_stable_revision_is_fully_promoted_at_once(sim: Sim) -> None
 
 
 def test_a_template_change_mid_rollout_starts_a_new_revision_and_stops_the_old_analysis(sim: Sim) -> None:
-    sim.create("analysistemplates", {
-        "apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisTemplate", "metadata": {"name": "slow"},
-        "spec": {"metrics": [{"name": "web", "provider": {"web": {"url": "http://127.0.0.1:9/"}}}]}})
+    sim.create("analysistemplates", slow_template())
     sim.create("rollouts", rollout(steps=[{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "slow"}]}},
                                           {"pause": {}}]))
     sim.settle()
@@ -351,6 +360,23 @@ def test_a_template_change_mid_rollout_starts_a_new_revision_and_stops_the_old_a
     assert old["spec"]["terminate"] is True
     assert (old["status"]["phase"], old["status"]["message"]) == ("Successful", "Run Terminated")
     assert status["canary"]["currentStepAnalysisRunStatus"]["name"] == f"web-{digest}-3-1"
+
+
+def test_promote_during_a_running_analysis_skips_it_and_stops_its_run(sim: Sim) -> None:
+    sim.create("analysistemplates", slow_template())
+    sim.create("rollouts", rollout(steps=[{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "slow"}]}},
+                                          {"pause": {}}]))
+    sim.settle()
+    sim.set_image("registry.local/app:2")
+    sim.settle()
+    name = sim.status()["canary"]["currentStepAnalysisRunStatus"]["name"]
+    # promote with no pause conditions: the plugin moves the index on
+    sim.patch_status({"status": {"pauseConditions": None, "currentStepIndex": 2}})
+    sim.tick(times=2)
+    status = sim.status()
+    assert (status["currentStepIndex"], status["phase"]) == (2, "Paused")
+    assert "currentStepAnalysisRunStatus" not in status["canary"]
+    assert sim.run_named(name)["status"]["phase"] == "Successful" and sim.run_named(name)["spec"]["terminate"]
 
 
 def test_set_weight_without_traffic_routing_is_the_closest_replica_count(sim: Sim) -> None:
@@ -389,6 +415,25 @@ def test_scale_sets_the_replicas_the_steps_divide(sim: Sim) -> None:
     status = sim.status()
     assert (status["HPAReplicas"], status["availableReplicas"], status["phase"]) == (6, 6, "Healthy")
     assert status["observedGeneration"] == "2"
+
+
+def test_restart_replaces_the_pods_created_before_restart_at(sim: Sim) -> None:
+    sim.create("rollouts", rollout(replicas=4, steps=[{"setWeight": 50}]))
+    sim.settle()
+    before = {item.metadata.name for item in sim.cluster.core.list_namespaced_pod(NAMESPACE).items}
+    restart_at = (datetime.now(UTC) + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    sim.patch({"spec": {"restartAt": restart_at}})  # what ``kubectl argo rollouts restart --in 1s`` sends
+    sim.tick()
+    assert (sim.status()["phase"], sim.status()["message"]) == ("Progressing", "rollout is restarting")
+    deadline = time.monotonic() + 30.0
+    while sim.status().get("restartedAt") != restart_at:  # the wall clock must pass restartAt first
+        assert time.monotonic() < deadline, "timed out waiting for the restart"
+        sim.tick()
+        time.sleep(0.05)
+    pods = sim.cluster.core.list_namespaced_pod(NAMESPACE).items
+    assert len(pods) == 4 and not before & {item.metadata.name for item in pods}
+    sim.settle()
+    assert sim.status()["phase"] == "Healthy"
 
 
 def test_a_manual_pause_is_reported_as_paused(sim: Sim) -> None:

@@ -30,6 +30,7 @@ COMPLETED = frozenset(OUTCOMES)
 # Worst last (analysisutil.IsWorse).
 ORDER = ("Successful", "Running", "Pending", "Inconclusive", "Error", "Failed")
 ERROR_RETRY_S = 10.0  # DefaultErrorRetryInterval
+MEASUREMENT_HISTORY_LIMIT = 10  # DefaultMeasurementHistoryLimit: measurements kept per metric
 DEFAULT_QUERY_TIMEOUT_S = 30.0
 DEFAULT_CONSECUTIVE_ERROR_LIMIT = 4
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -210,6 +211,11 @@ class AnalysisRuns:
         terminating = self._terminating(spec, results, dry)
         for metric in metrics:
             self._measure(run, metric, results, terminating, dry)
+        retention = {entry.get("metricName"): int(entry.get("limit") or MEASUREMENT_HISTORY_LIMIT)
+                     for entry in spec.get("measurementRetention") or []}
+        for name, result in results.items():  # garbageCollectMeasurements: the newest ones are kept
+            limit = retention.get(name, MEASUREMENT_HISTORY_LIMIT)
+            result["measurements"] = (result.get("measurements") or [])[-limit:]
         status["metricResults"] = [results[metric["name"]] for metric in metrics if metric["name"] in results]
         if not status["metricResults"]:
             del status["metricResults"]

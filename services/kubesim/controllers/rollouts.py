@@ -26,6 +26,7 @@ from services.kubesim.controllers.base import (
     ANALYSIS_OUTCOME_PREFIX,
     Context,
     condition,
+    is_ready,
     owned_by,
     owner_reference,
     set_condition,
@@ -238,13 +239,14 @@ def format_selector(selector: Obj) -> str:
 def rollout_phase(spec: Obj, status: Obj) -> tuple[str, str]:
     """CalculateRolloutPhase (utils/rollout/rolloututil.go), checks in its order."""
     for item in status.get("conditions") or []:
-        if item.get("type") == "InvalidSpec" or (
-                item.get("reason") in ("RolloutAborted", "ProgressDeadlineExceeded") and item.get("status") == "False"):
+        if item.get("type") == "InvalidSpec" or item.get("reason") in ("RolloutAborted", "ProgressDeadlineExceeded"):
             return "Degraded", f"{item.get('reason')}: {item.get('message')}"
     if spec.get("paused"):
         return "Paused", "manually paused"
     for pause in status.get("pauseConditions") or []:
         return "Paused", str(pause.get("reason"))
+    if spec.get("restartAt") and spec.get("restartAt") != status.get("restartedAt"):
+        return "Progressing", "rollout is restarting"
     replicas = _replicas({"spec": spec})
     if status.get("updatedReplicas", 0) < replicas:
         return "Progressing", "more replicas need to be updated"
@@ -263,9 +265,17 @@ class Rollouts:
         self.context = context
         self.pauses: dict[str, tuple[str, float]] = {}  # rollout uid -> (pause condition startTime, clock then)
         self.deadlines: dict[str, float] = {}  # ReplicaSet uid -> the clock at which it may be scaled down
+        self._pods: list[Obj] | None = None
+
+    def pods(self) -> list[Obj]:
+        """Every pod, listed at most once a tick (only a restart needs them)."""
+        if self._pods is None:
+            self._pods = self.context.store.list(self.context.kinds.pods, None, lambda _: True)
+        return self._pods
 
     def tick(self) -> None:
         store, kinds = self.context.store, self.context.kinds
+        self._pods = None
         replicasets = store.list(kinds.replicasets, None, lambda _: True)
         runs = store.list(kinds.analysisruns, None, lambda _: True)
         live = set()
@@ -325,6 +335,7 @@ class _Sync:
             self._reset()
             index = len(steps) if digest == stable else 0
         status.update(currentPodHash=digest, currentStepHash=step_hash, stableRS=stable)
+        status.setdefault("canary", {})
         if status.get("promoteFull"):
             status["pauseConditions"], status["abort"] = [], False
             index = len(steps)
@@ -334,9 +345,12 @@ class _Sync:
                 and index < len(steps):
             self._step()
         self._abort()
+        if not status.get("abort") and self._current_run() is None:
+            status["canary"].pop("currentStepAnalysisRunStatus", None)
         self._cancel_runs(keep=self._current_run())
         self._promote()
         self._scale()
+        self._restart()
         self._finish(new)
 
     def _reset(self) -> None:
@@ -676,6 +690,28 @@ class _Sync:
             current["spec"]["terminate"] = True
             store.replace(kinds.analysisruns, run["metadata"]["namespace"], run["metadata"]["name"], current)
             run.setdefault("spec", {})["terminate"] = True
+
+    def _restart(self) -> None:
+        """spec.restartAt (``kubectl argo rollouts restart``, RolloutPodRestarter): pods created before it are
+        deleted as availability allows (at least one at a time) and restartedAt records it once none is left."""
+        restart_at = self.spec.get("restartAt")
+        if not restart_at or self.status.get("restartedAt") == restart_at or self.context.timestamp() < restart_at:
+            return
+        sets = {rs["metadata"]["uid"] for rs in self.owned}
+        pods = [pod for pod in self.controller.pods() if any(
+            ref.get("uid") in sets for ref in pod["metadata"].get("ownerReferences") or [])]
+        total = sum(_replicas(rs) for rs in self.owned)
+        concurrent = max(fenceposts(self.canary, self.replicas)[1], 1)
+        can_restart = sum(is_ready(pod) for pod in pods) - (max(self.replicas, total) - concurrent)
+        old = sorted((pod for pod in pods if pod["metadata"]["creationTimestamp"] < restart_at),
+                     key=lambda pod: pod["metadata"]["creationTimestamp"])
+        if not old:
+            self.status["restartedAt"] = restart_at
+            self.context.event(self.rollout, "RestartedPods", f"All Pods restarted at {restart_at}")
+            return
+        for pod in old[: max(0, can_restart)]:
+            self.context.store.delete(self.context.kinds.pods, pod["metadata"]["namespace"], pod["metadata"]["name"])
+            self.context.event(self.rollout, "RestartingPod", f"Restarting Pod {pod['metadata']['name']}")
 
     # --- abort, promotion ------------------------------------------------------------------------------------
 
