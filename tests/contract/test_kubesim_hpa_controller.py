@@ -20,7 +20,7 @@ from kubernetes import client
 import services.kubesim
 from services.hpa import Behavior, HpaSpec, MetricSpec, ScalingPolicy, ScalingRules
 from services.kubesim.controllers.base import READY_SECONDS, Settings
-from services.kubesim.controllers.hpa import SpecError, parse_spec
+from services.kubesim.controllers.hpa import SpecError, parse_spec, selector_text
 from services.kubesim.metrics import Series
 from tests.contract.conftest import Cluster, add_ready_node, node, rollout
 
@@ -322,3 +322,28 @@ def test_the_seed_hpa_spec_is_read_whole_and_a_malformed_one_is_refused_naming_t
         broken["spec"].update(fault)
         with pytest.raises(SpecError, match=message):
             parse_spec(broken)
+
+
+def test_a_replicaset_chosen_by_match_expressions_scales_within_the_legacy_limit(sim: Sim) -> None:
+    assert selector_text({"matchLabels": {"app": "batch"}, "matchExpressions": [
+        {"key": "tier", "operator": "In", "values": ["a", "b"]}, {"key": "canary", "operator": "DoesNotExist"},
+        {"key": "zone", "operator": "NotIn", "values": ["x"]}, {"key": "gpu", "operator": "Exists"}]}) == (
+        "app=batch,tier in (a,b),!canary,zone notin (x),gpu")
+    labels = {"app": "batch", "tier": "a"}
+    sim.cluster.apps.create_namespaced_replica_set(NS, {
+        "apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "batch"},
+        "spec": {"replicas": 2, "selector": {"matchExpressions": [
+                     {"key": "app", "operator": "In", "values": ["batch"]},
+                     {"key": "tier", "operator": "Exists"}]},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [{"name": "main", "image": "registry.local/batch:1"}]}}}})
+    sim.advance(5)
+    sim.hpas.create_namespaced_horizontal_pod_autoscaler(NS, hpa_for("batch", "apps/v1", "ReplicaSet", {
+        "type": "Pods", "pods": {"metric": {"name": "jobs_per_second"},
+                                 "target": {"type": "AverageValue", "averageValue": "10"}}}))
+    sim.load(workload="batch", jobs_per_second=60)
+    sim.advance(1)
+    # 60 over its 2 pods (and none of ai-api's) is 30 each: ratio 3 -> 6; without behavior, at most max(2 x 2, 4) = 4.
+    assert sim.cluster.apps.read_namespaced_replica_set("batch", NS).spec.replicas == 4
+    assert sim.condition("ScalingLimited", "batch") == ("True", "ScaleUpLimit")
+    assert sim.hpa("batch").status.current_metrics[0].pods.current.average_value == "30"

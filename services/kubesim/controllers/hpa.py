@@ -341,11 +341,14 @@ class Hpas:
             if selector is None:
                 raise ApiError(400, "selector is required")
             matches = label_selector(selector_text(selector))
-        except ApiError as exc:
-            self.context.event(hpa, "SelectorRequired" if selector is None else "InvalidSelector", exc.message,
-                               "Warning")
-            status["conditions"] = set_condition(conditions, "ScalingActive", "False", "InvalidSelector",
-                                                 f"the HPA target's scale selector is unusable: {exc.message}", stamp)
+        except ApiError as exc:  # the real controller's words for a scale with no selector, or a bad one
+            missing = selector is None
+            message = exc.message if missing else \
+                f"couldn't convert selector into a corresponding internal selector object: {exc.message}"
+            self.context.event(hpa, "SelectorRequired" if missing else "InvalidSelector", message, "Warning")
+            status["conditions"] = set_condition(
+                conditions, "ScalingActive", "False", "InvalidSelector",
+                "the HPA target's scale is missing a selector" if missing else message, stamp)
             self._write_status(hpa, status)
             return
         mine = self.context.store.list(self.context.kinds.pods, namespace, matches)
