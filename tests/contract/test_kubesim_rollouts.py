@@ -214,7 +214,9 @@ def test_the_seeds_steps_walk_through_with_successful_analyses(sim: Sim) -> None
     sim.tick(30.5)
     sim.settle()
     assert sim.sizes() == {1: 0, 2: 10}
-    assert status["canary"]["weights"]["canary"]["weight"] == 100
+    assert status["canary"]["weights"] == {  # fully promoted: the canary route carries nothing
+        "canary": {"weight": 0, "podTemplateHash": digest, "serviceName": "ai-api-canary"},
+        "stable": {"weight": 100, "podTemplateHash": digest, "serviceName": "ai-api-stable"}}
     assert sim.conditions()["Healthy"][0] == "True"
 
 

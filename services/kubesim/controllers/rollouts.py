@@ -827,6 +827,19 @@ class _Sync:
                                        update_time=True)
         return conditions
 
+    def _traffic_weight(self) -> int:
+        """The canary's traffic weight as reconcileTrafficRouting sets it: 0 once fully promoted, when aborted or
+        while no canary pod is available; the previous setWeight until the replicas are at this step's counts."""
+        if self.status["stableRS"] == self.digest or self.status.get("abort"):
+            return 0
+        if _count(self.new, "availableReplicas") == 0:
+            return 0
+        if self.status.get("promoteFull"):
+            return int((((self.old.get("canary") or {}).get("weights") or {}).get("canary") or {}).get("weight", 0))
+        if not self._at_targets():
+            return current_weight(self.steps, self.index - 1) if self.index > 0 else 0
+        return current_weight(self.steps, self.index) if self.index < len(self.steps) else MAX_WEIGHT
+
     def _weights(self) -> None:
         """status.canary.weights, written only with trafficRouting (as Argo does)."""
         canary = self.status.setdefault("canary", {})
@@ -834,7 +847,7 @@ class _Sync:
         if not routing:
             canary.pop("weights", None)
             return
-        weight = self.weight()
+        weight = self._traffic_weight()
         canary["weights"] = {
             "canary": {"weight": weight, "podTemplateHash": self.digest,
                        "serviceName": self.canary.get("canaryService", "")},
