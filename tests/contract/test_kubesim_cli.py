@@ -30,6 +30,13 @@ def test_switchboard_kubesim_serves_writes_a_kubeconfig_and_stops_on_sigterm(tmp
         core = client.CoreV1Api(api)
         core.create_namespaced_config_map("default", {"metadata": {"name": "hello"}, "data": {"k": "v"}})
         assert core.read_namespaced_config_map("hello", "default").data == {"k": "v"}
+        core.create_namespaced_pod("default", {"metadata": {"name": "web"},
+                                               "spec": {"containers": [{"name": "main", "image": "app:1"}]}})
+        deadline = time.monotonic() + 60  # the controllers run: the scheduler finds no node for it
+        while not [c for c in (core.read_namespaced_pod("web", "default").status or client.V1PodStatus()).conditions
+                   or [] if c.type == "PodScheduled" and c.status == "False"]:
+            assert time.monotonic() < deadline, "no scheduler ran on the pod"
+            time.sleep(0.2)
         opened = threading.Event()
         ended = threading.Event()
 
