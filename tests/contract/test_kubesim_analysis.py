@@ -12,7 +12,7 @@ import pytest
 from kubernetes import client
 
 from services.kubesim.controllers.analysis import OUTCOME
-from services.kubesim.controllers.base import RUN_SECONDS
+from services.kubesim.controllers.base import CRASH_LOOP, RUN_SECONDS
 from tests.contract.conftest import NAMESPACE, Cluster
 from tests.contract.test_kubesim_rollouts import ARGO, Sim, start_sim
 from tests.prometheus_server import GaugeExporter, PrometheusServer
@@ -153,6 +153,26 @@ def test_a_job_metric_is_successful_when_its_job_completes(sim: Sim) -> None:
     assert len(found) == 1 and found[0]["metadata"]["ownerReferences"][0]["kind"] == "AnalysisRun"
     sim.tick(1.1, times=5)
     assert status(sim)["phase"] == "Successful"
+
+
+def test_a_job_metric_fails_when_its_job_fails_and_a_terminated_one_deletes_its_job(sim: Sim) -> None:
+    failing = {"spec": {"backoffLimit": 0, "template": {
+        "metadata": {"annotations": {CRASH_LOOP: "true"}},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "check", "image": "q:1"}]}}}}
+    create(sim, analysis_run({"provider": {"job": failing}}))
+    slow = {"metadata": {"annotations": {RUN_SECONDS: "600"}},
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "q:1"}]}}}}
+    create(sim, analysis_run({"provider": {"job": slow}}, name="slow"))
+    sim.tick(1.1, times=5)
+    found = status(sim)
+    assert (found["phase"], metric_result(sim)["measurements"][0]["message"]) == ("Failed", "Job failed")
+    assert len(_jobs(sim)) == 2
+    sim.custom.patch_namespaced_custom_object(*ARGO, NAMESPACE, "analysisruns", "slow", {"spec": {"terminate": True}})
+    sim.tick()
+    measurement = metric_result(sim, "slow")["measurements"][0]
+    assert (status(sim, "slow")["phase"], measurement["phase"], measurement["message"]) == (
+        "Successful", "Successful", "Metric Terminated")
+    assert len(_jobs(sim)) == 1
 
 
 def _jobs(sim: Sim) -> list[dict[str, Any]]:

@@ -178,13 +178,14 @@ class AnalysisRuns:
 
     def tick(self) -> None:
         store, kinds = self.context.store, self.context.kinds
-        live = set()
+        live = set()  # the runs still measuring
         for run in store.list(kinds.analysisruns, None, lambda _: True):
-            live.add(run["metadata"]["uid"])
             if (run.get("status") or {}).get("phase") not in COMPLETED:
+                live.add(run["metadata"]["uid"])
                 self._sync(run)
-        for key in [key for key in self.finished_at if key[0] not in live]:
-            del self.finished_at[key]
+        for memory in (self.finished_at, self.queries):
+            for key in [key for key in memory if key[0] not in live]:
+                del memory[key]
         for uid in [uid for uid in self.started_at if uid not in live]:
             del self.started_at[uid]
 
@@ -249,7 +250,8 @@ class AnalysisRuns:
         elif terminating or not self._due(run, metric, result, last):
             return
         else:
-            measurement = self._start(run, metric, len(measurements))
+            taken = (result or {}).get("count", 0) + (result or {}).get("error", 0)  # every finished measurement
+            measurement = self._start(run, metric, taken)
             measurements.append(measurement)
         if result is None:
             result = results[name] = {"name": name, "phase": "Running", "measurements": measurements, "count": 0,
