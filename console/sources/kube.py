@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -100,6 +101,8 @@ class KubeSnapshot:
 def load_api_client(kubeconfig: str | None, context: str | None) -> tuple[client.ApiClient, str, str]:
     """The client for ``context`` in ``kubeconfig`` (default: $KUBECONFIG or ~/.kube/config), else the in-cluster
     service account. Returns (client, context name, server URL)."""
+    # The client reads $KUBECONFIG once, at import; the console's may be set later (``switchboard up``).
+    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
     try:
         contexts, current = config.list_kube_config_contexts(config_file=kubeconfig)
         chosen = context or current["name"]
