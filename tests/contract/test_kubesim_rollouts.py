@@ -15,6 +15,7 @@ from kubernetes import client
 
 from services.kubesim.controllers.base import ANALYSIS_OUTCOME_PREFIX, Settings
 from services.kubesim.controllers.rollouts import (
+    BACKGROUND_OUTCOME,
     HASH_LABEL,
     REVISION,
     SetSize,
@@ -136,10 +137,10 @@ def analysis_template(name: str = "ai-api-analysis") -> dict[str, Any]:
                                       "containers": [{"name": "quality-check", "image": "quality:1"}]}}}}}}]}}
 
 
-def slow_template() -> dict[str, Any]:
+def slow_template(**metric: Any) -> dict[str, Any]:
     """A template whose metric never settles here (its provider is not simulated, so it errors and retries)."""
     return {"apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisTemplate", "metadata": {"name": "slow"},
-            "spec": {"metrics": [{"name": "web", "provider": {"web": {"url": "http://127.0.0.1:9/"}}}]}}
+            "spec": {"metrics": [{"name": "web", "provider": {"web": {"url": "http://127.0.0.1:9/"}}, **metric}]}}
 
 
 def start_seed(sim: Sim, outcomes: dict[int, str]) -> None:
@@ -381,6 +382,45 @@ def test_promote_during_a_running_analysis_skips_it_and_stops_its_run(sim: Sim) 
     assert sim.run_named(name)["status"]["phase"] == "Successful" and sim.run_named(name)["spec"]["terminate"]
 
 
+def test_background_analysis_runs_from_its_starting_step_until_the_canary_is_promoted(sim: Sim) -> None:
+    sim.create("analysistemplates", slow_template(interval="1h", consecutiveErrorLimit=100))
+    background = {"templates": [{"templateName": "slow"}], "startingStep": 1}
+    sim.create("rollouts", rollout(steps=[{"setWeight": 20}, {"pause": {}}], analysis=background))
+    sim.settle()
+    assert sim.runs() == []  # no background analysis for the first revision
+    sim.set_image("registry.local/app:2")
+    sim.tick()
+    assert sim.runs() == []  # step 0 is before startingStep
+    sim.settle()
+    digest = sim.replicasets()[2].metadata.labels[HASH_LABEL]
+    run = sim.run_named(f"web-{digest}-2")
+    assert run["metadata"]["labels"] == {HASH_LABEL: digest, "rollout-type": "Background", "app": "web"}
+    assert sim.status()["canary"]["currentBackgroundAnalysisRunStatus"] == {"name": f"web-{digest}-2",
+                                                                            "status": "Running"}
+    sim.patch_status({"status": {"promoteFull": True}})
+    sim.settle()
+    sim.settle()
+    run = sim.run_named(f"web-{digest}-2")
+    assert run["spec"]["terminate"] is True and run["status"]["phase"] == "Successful"
+    assert sim.status()["phase"] == "Healthy"
+
+
+def test_a_failing_background_analysis_aborts(sim: Sim) -> None:
+    sim.create("analysistemplates", slow_template())
+    annotations = {BACKGROUND_OUTCOME: "Failed"}
+    sim.create("rollouts", rollout(steps=[{"setWeight": 20}, {"pause": {}}], annotations=annotations,
+                                   analysis={"templates": [{"templateName": "slow"}]}))
+    sim.settle()
+    sim.set_image("registry.local/app:2")
+    sim.settle()
+    status = sim.status()
+    detail = 'Metric "web" assessed Failed due to failed (1) > failureLimit (0)'
+    assert status["canary"]["currentBackgroundAnalysisRunStatus"]["message"] == detail
+    assert status["message"] == ("RolloutAborted: Rollout aborted update to revision 2: "
+                                 f"Background analysis phase error/failed: {detail}")
+    assert sim.sizes() == {1: 10, 2: 0}
+
+
 def test_set_weight_without_traffic_routing_is_the_closest_replica_count(sim: Sim) -> None:
     sim.create("rollouts", rollout(steps=[{"setWeight": 41}, {"pause": {}}]))
     sim.settle()
@@ -446,7 +486,7 @@ def test_a_manual_pause_is_reported_as_paused(sim: Sim) -> None:
     assert (sim.status()["phase"], sim.status()["message"]) == ("Paused", "manually paused")
 
 
-def test_blue_green_is_refused_with_an_invalid_spec(sim: Sim) -> None:
+def test_blue_green_and_a_workload_ref_are_refused_with_an_invalid_spec(sim: Sim) -> None:
     body = rollout()
     body["spec"]["strategy"] = {"blueGreen": {"activeService": "web"}}
     sim.create("rollouts", body)
@@ -454,6 +494,12 @@ def test_blue_green_is_refused_with_an_invalid_spec(sim: Sim) -> None:
     status = sim.status()
     assert status["phase"] == "Degraded" and status["message"].startswith("InvalidSpec: ")
     assert "blueGreen" in sim.conditions()["InvalidSpec"][2]
+    referenced = rollout("ref")
+    del referenced["spec"]["template"]
+    referenced["spec"]["workloadRef"] = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
+    sim.create("rollouts", referenced)
+    sim.tick()
+    assert sim.status("ref")["message"] == "InvalidSpec: kubesim does not simulate spec.workloadRef"
     assert sim.replicasets() == {}
 
 

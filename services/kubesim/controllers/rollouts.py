@@ -24,6 +24,7 @@ from typing import Any
 from services.kubesim.controllers.analysis import COMPLETED, OUTCOME, duration_seconds
 from services.kubesim.controllers.base import (
     ANALYSIS_OUTCOME_PREFIX,
+    ANNOTATION_PREFIX,
     Context,
     condition,
     is_ready,
@@ -37,7 +38,10 @@ from services.kubesim.store import Obj
 
 HASH_LABEL = "rollouts-pod-template-hash"
 REVISION = "rollout.argoproj.io/revision"
-TYPE_LABEL, STEP_TYPE, STEP_INDEX_LABEL = "rollout-type", "Step", "step-index"
+TYPE_LABEL, STEP_TYPE, BACKGROUND_TYPE, STEP_INDEX_LABEL = "rollout-type", "Step", "Background", "step-index"
+# On a Rollout, "<this>: Successful|Failed|Inconclusive|Error" decides its background AnalysisRuns (as
+# ANALYSIS_OUTCOME_PREFIX + "<step>" decides a step's).
+BACKGROUND_OUTCOME = ANNOTATION_PREFIX + "analysis-background"
 PAUSE_STEP, PAUSE_INCONCLUSIVE = "CanaryPauseStep", "InconclusiveAnalysisRun"
 MAX_WEIGHT = 100
 
@@ -306,6 +310,7 @@ class _Sync:
         self.abort_message = ""
         self.invalid = ""
         self.delayed: set[str] = set()  # ReplicaSets whose scale-down waits on a delay this reconcile
+        self.keep: set[str] = set()  # the AnalysisRuns this reconcile still wants running
 
     # --- the reconcile, in Argo's order ----------------------------------------------------------------------
 
@@ -317,6 +322,11 @@ class _Sync:
             self._finish(None)
             return
         template = self.spec.get("template") or {}
+        if not template:
+            self.invalid = ("kubesim does not simulate spec.workloadRef" if self.spec.get("workloadRef")
+                            else "Rollout has missing field 'spec.template'")
+            self._finish(None)
+            return
         digest = template_hash(template)
         new = self._new_replicaset(template, digest)
         self.revision = _revision(new)
@@ -344,10 +354,13 @@ class _Sync:
         if not changed and not status.get("abort") and not self.spec.get("paused") and digest != stable \
                 and index < len(steps):
             self._step()
+        if not changed:
+            self._background_analysis()
         self._abort()
         if not status.get("abort") and self._current_run() is None:
             status["canary"].pop("currentStepAnalysisRunStatus", None)
-        self._cancel_runs(keep=self._current_run())
+        self.keep.add(str(self._current_run()))
+        self._cancel_runs(keep=set() if status.get("abort") else self.keep)
         self._promote()
         self._scale()
         self._restart()
@@ -585,34 +598,67 @@ class _Sync:
         """reconcileStepBasedAnalysisRun: Successful moves on, Inconclusive pauses, Failed or Error aborts."""
         if self.status.get("pauseConditions"):
             return False
-        canary = self.status.setdefault("canary", {})
-        recorded = (canary.get("currentStepAnalysisRunStatus") or {}).get("name")
-        run = next((r for r in self.runs if r["metadata"]["name"] == recorded and self._for_this_step(r)), None)
-        if run is None or (self.old.get("abortedAt") and not self.old.get("abort")):  # a retry starts a new run
+        run = self._reconcile_run(analysis, "currentStepAnalysisRunStatus", self.index, "Step-based")
+        return run is not None and (run.get("status") or {}).get("phase") == "Successful"
+
+    def _background_analysis(self) -> None:
+        """reconcileBackgroundAnalysisRun: strategy.canary.analysis runs beside the steps (from startingStep) until
+        the canary is promoted; Inconclusive pauses, Failed or Error aborts."""
+        analysis = self.canary.get("analysis") or {}
+        if not analysis.get("templates") or self.status.get("abort") or self.status.get("promoteFull") \
+                or self.status["stableRS"] == self.digest:
+            return
+        starting = analysis.get("startingStep")
+        if starting is not None and self.index < len(self.steps) and self.index < int(starting):
+            return
+        if self._pause(PAUSE_INCONCLUSIVE) is not None:
+            self.keep.add(str((self.status["canary"].get("currentBackgroundAnalysisRunStatus") or {}).get("name")))
+            return
+        self._reconcile_run(analysis, "currentBackgroundAnalysisRunStatus", None, "Background")
+
+    def _reconcile_run(self, analysis: Obj, field: str, index: int | None, kind: str) -> Obj | None:
+        """The run recorded in status.canary.<field> (a new one when needsNewAnalysisRun), its status copied there,
+        and the rollout paused or aborted by its phase; None when it cannot be created (InvalidSpec)."""
+        canary = self.status["canary"]
+        recorded = (canary.get(field) or {}).get("name")
+        run = next((r for r in self.runs if r["metadata"]["name"] == recorded and self._belongs(r, index)), None)
+        if self._needs_new_run(run):
             try:
-                run = self._create_run(analysis)
+                run = self._create_run(analysis, index)
             except (ApiError, LookupError) as exc:
                 self.invalid = str(exc)
-                return False
+                return None
+        assert run is not None
+        self.keep.add(run["metadata"]["name"])
         phase = (run.get("status") or {}).get("phase") or ""
         message = (run.get("status") or {}).get("message") or ""
-        canary["currentStepAnalysisRunStatus"] = {"name": run["metadata"]["name"], "status": phase,
-                                                  **({"message": message} if message else {})}
-        if phase == "Successful":
-            return True
+        canary[field] = {"name": run["metadata"]["name"], "status": phase, **({"message": message} if message else {})}
         if phase == "Inconclusive":
             self._add_pause(PAUSE_INCONCLUSIVE)
         elif phase in ("Failed", "Error"):
             self.status["abort"] = True
-            self.abort_message = "Step-based analysis phase error/failed" + (f": {message}" if message else "")
-        return False
+            self.abort_message = f"{kind} analysis phase error/failed" + (f": {message}" if message else "")
+        return run
 
-    def _for_this_step(self, run: Obj) -> bool:
+    def _needs_new_run(self, run: Obj | None) -> bool:
+        """needsNewAnalysisRun: none yet; after a promote past an Inconclusive run; after a retry."""
+        if run is None:
+            return True
+        old = self.old
+        pauses = {p.get("reason") for p in old.get("pauseConditions") or []}
+        if old.get("controllerPause") and PAUSE_STEP not in pauses:
+            return (run.get("status") or {}).get("phase") == "Inconclusive"
+        return bool(old.get("abortedAt"))
+
+    def _belongs(self, run: Obj, index: int | None) -> bool:
+        """A run of this revision, of this step (``index``) or the background one (None)."""
         labels = run["metadata"].get("labels") or {}
-        return labels.get(STEP_INDEX_LABEL) == str(self.index) and labels.get(HASH_LABEL) == self.digest
+        if index is None:
+            return labels.get(TYPE_LABEL) == BACKGROUND_TYPE and labels.get(HASH_LABEL) == self.digest
+        return labels.get(STEP_INDEX_LABEL) == str(index) and labels.get(HASH_LABEL) == self.digest
 
-    def _create_run(self, analysis: Obj) -> Obj:
-        """newAnalysisRunFromRollout: ``<rollout>-<podhash>-<revision>-<step>`` (``.N`` on a collision)."""
+    def _create_run(self, analysis: Obj, index: int | None) -> Obj:
+        """newAnalysisRunFromRollout: ``<rollout>-<podhash>-<revision>[-<step>]`` (``.N`` on a collision)."""
         store, kinds, namespace = self.context.store, self.context.kinds, self.meta["namespace"]
         metrics: list[Obj] = []
         args: dict[str, Obj] = {}
@@ -631,17 +677,19 @@ class _Sync:
         for arg in analysis.get("args") or []:
             args[arg["name"]] = {"name": arg["name"], "value": self._arg_value(arg)}
         dry_run.extend(copy.deepcopy(analysis.get("dryRun") or []))
-        labels = {HASH_LABEL: self.digest, TYPE_LABEL: STEP_TYPE, STEP_INDEX_LABEL: str(self.index),
-                  **((self.spec.get("selector") or {}).get("matchLabels") or {})}
-        annotations = {REVISION: str(self.revision)}
-        outcome = (self.meta.get("annotations") or {}).get(ANALYSIS_OUTCOME_PREFIX + str(self.index))
-        if outcome:
-            annotations[OUTCOME] = outcome
+        if index is None:
+            labels = {HASH_LABEL: self.digest, TYPE_LABEL: BACKGROUND_TYPE}
+            outcome = (self.meta.get("annotations") or {}).get(BACKGROUND_OUTCOME)
+        else:
+            labels = {HASH_LABEL: self.digest, TYPE_LABEL: STEP_TYPE, STEP_INDEX_LABEL: str(index)}
+            outcome = (self.meta.get("annotations") or {}).get(ANALYSIS_OUTCOME_PREFIX + str(index))
+        labels.update((self.spec.get("selector") or {}).get("matchLabels") or {})
+        annotations = {REVISION: str(self.revision), **({OUTCOME: outcome} if outcome else {})}
         spec: Obj = {"metrics": metrics,
                      "args": [{key: value for key, value in arg.items() if value is not None} for arg in args.values()]}
         if dry_run:
             spec["dryRun"] = dry_run
-        base = f"{self.meta['name']}-{self.digest}-{self.revision}-{self.index}"
+        base = f"{self.meta['name']}-{self.digest}-{self.revision}" + ("" if index is None else f"-{index}")
         name, collisions = base, 0
         while True:
             try:
@@ -656,8 +704,9 @@ class _Sync:
                 collisions += 1
                 name = f"{base}.{collisions}"
                 continue
+            kind = "Background" if index is None else "Step"
             self.context.event(self.rollout, "AnalysisRunRunning",
-                               f"Step Analysis Run '{name}' Status New: 'Pending' Previous: 'NoPreviousStatus'")
+                               f"{kind} Analysis Run '{name}' Status New: 'Pending' Previous: 'NoPreviousStatus'")
             self.runs.append(run)
             return run
 
@@ -679,12 +728,12 @@ class _Sync:
             return None
         return ((self.status.get("canary") or {}).get("currentStepAnalysisRunStatus") or {}).get("name")
 
-    def _cancel_runs(self, keep: str | None = None) -> None:
-        """cancelAnalysisRuns: every unfinished run of this rollout but ``keep`` gets spec.terminate."""
+    def _cancel_runs(self, keep: set[str] | frozenset[str] = frozenset()) -> None:
+        """cancelAnalysisRuns: every unfinished run of this rollout but those in ``keep`` gets spec.terminate."""
         store, kinds = self.context.store, self.context.kinds
         for run in self.runs:
             if (run.get("status") or {}).get("phase") in COMPLETED or (run.get("spec") or {}).get("terminate") \
-                    or run["metadata"]["name"] == keep:
+                    or run["metadata"]["name"] in keep:
                 continue
             current = store.get(kinds.analysisruns, run["metadata"]["namespace"], run["metadata"]["name"])
             current["spec"]["terminate"] = True
