@@ -279,6 +279,22 @@ def test_an_indefinite_pause_waits_until_promoted(sim: Sim) -> None:
     assert sim.sizes() == {1: 4, 2: 6}
 
 
+def test_a_timed_pause_after_a_promoted_one_waits_its_own_duration(sim: Sim) -> None:
+    sim.create("rollouts", rollout(steps=[{"setWeight": 50}, {"pause": {}}, {"pause": {"duration": 60}}]))
+    sim.settle()
+    sim.set_image("registry.local/app:2")
+    sim.settle()
+    sim.tick(50.0)
+    sim.patch_status({"status": {"pauseConditions": None}})
+    sim.tick(times=2)
+    assert (sim.status()["currentStepIndex"], sim.status()["phase"]) == (2, "Paused")
+    sim.tick(30.0)
+    assert sim.status()["currentStepIndex"] == 2
+    sim.tick(31.0)
+    sim.tick()
+    assert sim.status()["currentStepIndex"] == 3
+
+
 def test_promote_full_jumps_to_the_new_revision(sim: Sim) -> None:
     sim.create("rollouts", rollout(steps=[{"setWeight": 20}, {"pause": {}}]))
     sim.settle()

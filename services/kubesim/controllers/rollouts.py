@@ -6,13 +6,17 @@ at once; a new one walks ``strategy.canary.steps`` from step 0, one step per tic
 replica counts without trafficRouting, closest whole number and up on a tie; with trafficRouting the canary gets
 ceil(replicas x weight) pods, the stable set stays full and status.canary.weights is written), pause (timed on the
 runner's clock, or indefinite until promoted), analysis (an AnalysisRun from the named templates: Successful moves
-on, Inconclusive pauses, Failed or Error aborts). After the last step the canary is promoted once fully available:
-it becomes stableRS and the older sets go to 0.
+on, Inconclusive pauses, Failed or Error aborts); strategy.canary.analysis runs a background AnalysisRun beside
+the steps. Replica counts move per reconcile within maxSurge and maxUnavailable (CalculateReplicaCountsForBasicCanary);
+with trafficRouting an old stable set waits scaleDownDelaySeconds and an aborted canary abortScaleDownDelaySeconds.
+After the last step the canary is promoted once fully available: it becomes stableRS and the older sets go to 0.
 
-It reacts to exactly what ``kubectl argo rollouts`` patches (promote, promote --full, abort, retry, undo, pause)
-and writes the status as Argo does: phase and message (CalculateRolloutPhase), observedGeneration as a string,
-currentStepIndex, currentPodHash, stableRS, pauseConditions, controllerPause, abort, abortedAt, the counts,
-HPAReplicas, selector and conditions. blueGreen is refused with an InvalidSpec condition."""
+It reacts to exactly what ``kubectl argo rollouts`` patches (promote, promote --full, abort, retry, undo, pause,
+restart) and writes the status as Argo does: phase and message (CalculateRolloutPhase), observedGeneration as a
+string, currentStepIndex, currentPodHash, stableRS, pauseConditions, controllerPause, abort, abortedAt, the counts,
+HPAReplicas, selector and conditions. blueGreen and workloadRef are refused with an InvalidSpec condition.
+A scenario decides an analysis through the Rollout's annotations (ANALYSIS_OUTCOME_PREFIX + step index, or
+BACKGROUND_OUTCOME), which are copied onto the AnalysisRun (services/kubesim/controllers/analysis.py)."""
 
 from __future__ import annotations
 
@@ -549,6 +553,7 @@ class _Sync:
             done = True
         if not done:
             return
+        self.controller.pauses.pop(self.meta["uid"], None)
         self.index += 1
         (self.status.get("canary") or {}).pop("currentStepAnalysisRunStatus", None)
         self._remove_pause(PAUSE_STEP)
@@ -589,10 +594,7 @@ class _Sync:
         except ValueError:
             self.invalid = f"invalid pause duration {duration!r}: use seconds or a number with s, m or h"
             return False
-        if now > started[1] + seconds:
-            del self.controller.pauses[uid]
-            return True
-        return False
+        return now > started[1] + seconds
 
     def _analysis_step(self, analysis: Obj) -> bool:
         """reconcileStepBasedAnalysisRun: Successful moves on, Inconclusive pauses, Failed or Error aborts."""
