@@ -17,6 +17,7 @@ from tests.contract.conftest import NAMESPACE, Cluster
 from tests.contract.test_kubesim_rollouts import ARGO, Sim, start_sim
 from tests.prometheus_server import GaugeExporter, PrometheusServer
 
+pytestmark = pytest.mark.kubesim_only(reason="steps kubesim's controllers by hand on an injected clock")
 DEADLINE_S = 30.0
 WEB = {"web": {"url": "http://127.0.0.1:9/"}}  # a provider kubesim does not simulate
 

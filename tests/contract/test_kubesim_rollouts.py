@@ -24,6 +24,7 @@ from services.kubesim.controllers.rollouts import (
 )
 from tests.contract.conftest import NAMESPACE, Cluster
 
+pytestmark = pytest.mark.kubesim_only(reason="steps kubesim's controllers by hand on an injected clock")
 ARGO = ("argoproj.io", "v1alpha1")
 SEED_ANALYSIS = {"templates": [{"templateName": "ai-api-analysis"}]}
 SEED_STEPS: list[dict[str, Any]] = [
