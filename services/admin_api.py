@@ -161,16 +161,43 @@ class DrainChange(BaseModel):
     base_version: json_int(0) | None = Field(None, description="omit to apply on the current version")  # type: ignore[valid-type]
 
 
+#: Systems the console acts on directly and records in the gateway's audit log; a bounded set, so audit filters
+#: and any metric label stay bounded.
+ExternalKind = Literal["kubernetes"]
+#: Where an audited action took effect: the gateway's own state, or an external system.
+AuditKind = Literal["gateway", ExternalKind]
+ExternalOutcome = Literal["ok", "refused", "failed"]
+
+
 class AuditRecord(BaseModel):
-    version: int
+    version: int  # the state version the change produced; for an external action, the version it was taken at
     time: float
     actor: str  # the admin token's name
     operator: str | None  # user@host from the x-switchboard-operator header
-    action: str  # set_weights, drain, undrain, create_key, disable_key, enable_key, delete_key, ...
+    action: str  # set_weights, drain, undrain, create_key, ...; external: rollout.promote, rollout.abort, ...
     target: str
     reason: str
     before: Any
-    after: Any
+    after: Any  # external: {"detail": [the requests sent], "outcome": ExternalOutcome}
+    kind: AuditKind = "gateway"
+
+
+class ExternalAction(BaseModel):
+    """``POST /admin/audit``: an action taken outside the gateway (a rollout promoted in Kubernetes), recorded in
+    the gateway's audit log so one timeline shows both. It changes no gateway state."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: ExternalKind
+    action: Annotated[PlainText, Field(min_length=1, max_length=100, json_schema_extra=_NOT_BLANK,
+                                       description="what was done, e.g. rollout.promote"),
+                      AfterValidator(_not_blank)]
+    target: Annotated[PlainText, Field(min_length=1, max_length=300, json_schema_extra=_NOT_BLANK,
+                                       description="the object acted on, e.g. prod-eu/ai-prod/rollouts/ai-api"),
+                      AfterValidator(_not_blank)]
+    reason: Reason
+    detail: list[Annotated[PlainText, Field(max_length=4000)]] = Field(
+        [], max_length=20, description="the exact requests sent (patches), one string each")
+    outcome: ExternalOutcome
 
 
 class AuditPage(BaseModel):

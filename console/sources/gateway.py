@@ -9,7 +9,11 @@ import httpx
 from services.admin_api import (
     OPERATOR_HEADER,
     AuditPage,
+    AuditRecord,
     DrainChange,
+    ExternalAction,
+    ExternalKind,
+    ExternalOutcome,
     GatewayState,
     KeyChange,
     KeyCreate,
@@ -79,6 +83,14 @@ class GatewayClient:
         if since is not None:
             params["since"] = since
         return AuditPage.model_validate(await self._request("GET", "/admin/audit", params=params))
+
+    async def record_external(self, kind: ExternalKind, action: str, target: str, reason: str, detail: list[str],
+                              outcome: ExternalOutcome) -> AuditRecord:
+        """Write an action the console took elsewhere (a rollout patched in Kubernetes) to the gateway's audit log,
+        so the Audit pane shows gateway and cluster actions in one timeline."""
+        record = ExternalAction(kind=kind, action=action, target=target, reason=reason, detail=detail,
+                                outcome=outcome)
+        return AuditRecord.model_validate(await self._request("POST", "/admin/audit", json=record.model_dump()))
 
     async def set_weights(self, pool: str, weights: dict[str, int], base_version: int, reason: str) -> GatewayState:
         change = WeightsChange(weights=weights, base_version=base_version, reason=reason)

@@ -8,6 +8,7 @@ which name dependencies local to :func:`build_admin_app`.
 
 
 import inspect
+import time
 from datetime import datetime
 from typing import Annotated
 
@@ -25,6 +26,7 @@ from services.admin_api import (
     ConflictResponse,
     DrainChange,
     ErrorResponse,
+    ExternalAction,
     GatewayState,
     KeyChange,
     KeyCreate,
@@ -44,7 +46,7 @@ from services.gateway.admin_gate import AdminGate
 from services.gateway.auth import Principal, TokenSet
 from services.gateway.control import ControlPlane, InvalidChange, Refused, UnknownName
 from services.gateway.errors import error_object
-from services.gateway.state.base import StaleVersion, StoreUnavailable
+from services.gateway.state.base import AuditEntry, StaleVersion, StoreUnavailable
 from services.gateway.state_view import gateway_state
 
 MAX_OPERATOR_LEN = 200
@@ -212,6 +214,21 @@ def _admin_api(control: ControlPlane, tokens: TokenSet) -> FastAPI:
         except StoreUnavailable as exc:
             return _error(503, f"state store unavailable: {exc}", "store_unavailable")
         return AuditPage(entries=[AuditRecord.model_validate(entry, from_attributes=True) for entry in entries])
+
+    @app.post("/admin/audit", status_code=201, response_model=AuditRecord,
+              responses={**responses, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
+    async def record_external(action: ExternalAction, request: Request,
+                              principal: Annotated[Principal, Depends(writer)]) -> AuditRecord | JSONResponse:
+        """Record an action taken outside the gateway (a rollout promoted in Kubernetes); no state changes."""
+        entry = AuditEntry(version=control.state.version, time=time.time(), actor=principal.name,
+                           operator=operator_of(request), kind=action.kind, action=action.action,
+                           target=action.target, reason=action.reason, before=None,
+                           after={"detail": action.detail, "outcome": action.outcome})
+        try:
+            await control.store.append_audit(entry)
+        except StoreUnavailable as exc:
+            return _error(503, f"state store unavailable, nothing recorded: {exc}", "store_unavailable")
+        return AuditRecord.model_validate(entry, from_attributes=True)
 
     # ---- client keys ---------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """The StateStore contract: one versioned state document plus an append-only audit log.
 
 A write is a compare-and-set on the version, committed together with its audit entry: either both
-are durable or neither is. Stores raise :class:`StaleVersion` when the base version is not the
-current one and :class:`StoreUnavailable` when the backing service cannot be reached.
+are durable or neither is. The log also takes entries that change no state: actions taken outside the
+gateway (a rollout promoted in Kubernetes), recorded so one timeline shows both. Stores raise
+:class:`StaleVersion` when the base version is not the current one and :class:`StoreUnavailable` when
+the backing service cannot be reached.
 """
 
 from __future__ import annotations
@@ -55,15 +57,16 @@ class ControlState:
 
 @dataclass(frozen=True)
 class AuditEntry:
-    version: int  # the state version this change produced
+    version: int  # the state version this change produced; for an external action, the version it was taken at
     time: float
     actor: str  # the admin token's name
     operator: str | None  # who at the keyboard (x-switchboard-operator, user@host)
-    action: str  # set_weights, drain, undrain
-    target: str  # the pool or target acted on
+    action: str  # set_weights, drain, undrain, ...; external: rollout.promote, ...
+    target: str  # the pool or target acted on; external: the object (prod-eu/ai-prod/rollouts/ai-api)
     reason: str
     before: Any
     after: Any
+    kind: str = "gateway"  # or where an external action took effect ("kubernetes"); stored entries without it: gateway
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -129,8 +132,14 @@ class StateStore(abc.ABC):
         (with the current state) or StoreUnavailable; on either nothing is written."""
 
     @abc.abstractmethod
+    async def append_audit(self, entry: AuditEntry) -> None:
+        """Append ``entry``, an action that changed no state here (an external one), to the audit log;
+        durable before returning. May raise StoreUnavailable (the entry was not acknowledged)."""
+
+    @abc.abstractmethod
     async def audit(self, since: float | None = None, limit: int = 100) -> list[AuditEntry]:
-        """Audit entries newest first, those at or after ``since`` (Unix time) when given."""
+        """Audit entries, committed and appended alike, newest first, those at or after ``since`` (Unix
+        time) when given; ``limit`` applies to the merged list."""
 
     @abc.abstractmethod
     async def watch(self, on_change: OnChange) -> None:

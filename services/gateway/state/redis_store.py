@@ -3,15 +3,17 @@
 Layout (``prefix`` defaults to ``switchboard``):
 
 - ``{prefix}:state``: the :class:`ControlState` JSON string;
-- ``{prefix}:audit``: a stream, one entry per change, one field ``entry`` holding the AuditEntry JSON;
+- ``{prefix}:audit``: a stream, one entry per change and per external action (which changes no state), one
+  field ``entry`` holding the AuditEntry JSON; stream order is the order they were written;
 - ``{prefix}:changes``: a pub/sub channel; each message is the new version;
 - ``{prefix}:usage:{key id}:{minute}``: a hash (``r`` requests, ``t`` tokens) of one client key's minute, kept
   a few minutes; ``{prefix}:spend:{key id}:{period start}``: the key's spend in a budget period (a float).
 
 A commit is one Lua script (compare-and-set on the version, SET, XADD, PUBLISH), so the state and its
-audit entry are written together or not at all. Durability is the server's: with ``appendonly yes`` and
-``appendfsync always`` Redis fsyncs the AOF before it replies, so a commit that returned is on disk.
-``open()`` warns when the server is configured otherwise.
+audit entry are written together or not at all; an external action is one XADD to the same stream, by a
+script of its own (untrimmed, like the commits' entries). Durability is the server's: with ``appendonly yes``
+and ``appendfsync always`` Redis fsyncs the AOF before it replies, so a commit or append that returned is on
+disk. ``open()`` warns when the server is configured otherwise.
 """
 
 from __future__ import annotations
@@ -86,6 +88,17 @@ redis.call('PUBLISH', ARGV[4], ARGV[5])
 return {1, ARGV[2]}
 """
 
+# KEYS: audit. ARGV: audit entry JSON. Appends unless the stream's last entry is this one: the client's one
+# retry after a broken connection would otherwise add it twice (its time, to the microsecond, tells it apart).
+_APPEND_LUA = """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if last[1] and last[1][2][2] == ARGV[1] then
+  return 0
+end
+redis.call('XADD', KEYS[1], '*', 'entry', ARGV[1])
+return 1
+"""
+
 # KEYS: the lease. ARGV: holder, ttl in ms. Takes a free or lapsed lease, renews one the holder has.
 _LEASE_LUA = """
 local current = redis.call('GET', KEYS[1])
@@ -138,6 +151,7 @@ class RedisStore(StateStore):
         )
         self._commit_script = self._client.register_script(_COMMIT_LUA)
         self._lease_script = self._client.register_script(_LEASE_LUA)
+        self._append_script = self._client.register_script(_APPEND_LUA)
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -216,6 +230,9 @@ class RedisStore(StateStore):
             raise StaleVersion(current)
         self._saw(state.version)
         return state
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        await self._call(self._append_script(keys=[self.audit_key], args=[entry.to_json()]))
 
     async def audit(self, since: float | None = None, limit: int = 100) -> list[AuditEntry]:
         if limit <= 0:

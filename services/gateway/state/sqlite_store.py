@@ -2,7 +2,9 @@
 
 State and audit entry are written in one ``BEGIN IMMEDIATE`` transaction, so a process killed at
 any point leaves the old state or the new one with its audit entry, never a mix, and a commit
-that returned has been fsynced. Several processes may share the file; ``watch`` polls the version.
+that returned has been fsynced. External actions (which change no state) go to a table of their own,
+``external_audit``, in the same way; ``audit`` merges both. Several processes may share the file;
+``watch`` polls the version.
 """
 
 from __future__ import annotations
@@ -44,6 +46,14 @@ CREATE TABLE IF NOT EXISTS audit (
     entry TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
+-- Entries that change no state: several may share a version, so they cannot live in audit (keyed by version).
+CREATE TABLE IF NOT EXISTS external_audit (
+    id INTEGER PRIMARY KEY,      -- insertion order
+    version INTEGER NOT NULL,    -- the state version the action was taken at
+    time REAL NOT NULL,
+    entry TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS external_audit_time ON external_audit (time, version);
 CREATE TABLE IF NOT EXISTS key_usage (
     key_id TEXT NOT NULL,
     kind TEXT NOT NULL,          -- 'm': a minute's requests and tokens; 'p': a budget period's spend
@@ -73,6 +83,19 @@ CREATE TABLE IF NOT EXISTS lease (
 #: Minute counters older than this many minutes are deleted when usage is synced.
 KEEP_MINUTES = 5
 
+# Both audit tables merged, newest first: by time, then version, then insertion (an external entry made at
+# version N came after the commit that produced N; external entries by their id). Each side is cut to the
+# limit first, through its time index, so a long history is not sorted on every read.
+MERGED_AUDIT = """
+SELECT entry FROM (
+    SELECT * FROM (SELECT time, version, 0 AS external, version AS seq, entry FROM audit
+                   WHERE time >= :since ORDER BY time DESC, version DESC LIMIT :limit)
+    UNION ALL
+    SELECT * FROM (SELECT time, version, 1 AS external, id AS seq, entry FROM external_audit
+                   WHERE time >= :since ORDER BY time DESC, version DESC, id DESC LIMIT :limit)
+) ORDER BY time DESC, version DESC, external DESC, seq DESC LIMIT :limit
+"""
+
 
 class SQLiteStore(StateStore):
     def __init__(self, path: str | Path, poll_s: float = 0.5) -> None:
@@ -81,6 +104,7 @@ class SQLiteStore(StateStore):
         self.degraded = None
         self._side_conn: sqlite3.Connection | None = None
         self._side_lock = threading.Lock()
+        self._schema_ready = False
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
@@ -99,12 +123,22 @@ class SQLiteStore(StateStore):
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._create_schema()
+
+    def _create_schema(self) -> None:
         conn = self._connect()
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA + SHARED_SCHEMA)
         finally:
             conn.close()
+        self._schema_ready = True
+
+    def _ensure_schema(self) -> None:
+        """Run the schema script if ``open`` could not (the file was unreachable at start-up): a file written by
+        an older version lacks the tables added since, and the audit reads and appends need them."""
+        if not self._schema_ready:
+            self._create_schema()
 
     async def open(self) -> None:
         try:
@@ -185,13 +219,21 @@ class SQLiteStore(StateStore):
     async def commit(self, base_version: int, state: ControlState, entry: AuditEntry) -> ControlState:
         return await self._run(self._commit, base_version, state, entry)
 
+    def _append_audit(self, entry: AuditEntry) -> None:
+        self._ensure_schema()
+        with self._transaction() as conn:
+            conn.execute("INSERT INTO external_audit (version, time, entry) VALUES (?, ?, ?)",
+                         (entry.version, entry.time, entry.to_json()))
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        await self._run(self._append_audit, entry)
+
     def _audit(self, since: float | None, limit: int) -> list[AuditEntry]:
+        self._ensure_schema()
         conn = self._connect()
         try:
-            rows = conn.execute(
-                "SELECT entry FROM audit WHERE time >= ? ORDER BY version DESC LIMIT ?",
-                (since if since is not None else float("-inf"), limit),
-            ).fetchall()
+            rows = conn.execute(MERGED_AUDIT, {"since": since if since is not None else float("-inf"),
+                                               "limit": limit}).fetchall()
         finally:
             conn.close()
         return [AuditEntry.from_json(row[0]) for row in rows]
