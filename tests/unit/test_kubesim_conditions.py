@@ -8,7 +8,7 @@ import math
 import pytest
 
 from services.kubesim.conditions import ConditionError, evaluate
-from services.kubesim.controllers.analysis import evaluate_result
+from services.kubesim.controllers.analysis import duration_seconds, evaluate_result
 
 
 @pytest.mark.parametrize(("expression", "result", "expected"), [
@@ -72,3 +72,15 @@ def test_a_measurement_is_judged_per_evaluate_result(success: str, failure: str,
                                                      phase: str) -> None:
     metric = {"name": "m", "successCondition": success, "failureCondition": failure}
     assert evaluate_result(metric, value)[0] == phase
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(10, 10.0), ("10", 10.0), ("10s", 10.0), ("5m", 300.0), ("1h", 3600.0),
+                                                ("1m30s", 90.0), ("500ms", 0.5)])
+def test_durations_read_as_argo_writes_them(value: object, seconds: float) -> None:
+    assert duration_seconds(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["", "ten", "5 m", "1d", "m5", True])
+def test_a_malformed_duration_is_refused(value: object) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        duration_seconds(value)

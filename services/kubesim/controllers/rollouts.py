@@ -855,7 +855,7 @@ class _Sync:
                                            update_time=True)
                 if progressing is None or progressing.get("reason") != "RolloutAborted":
                     self.context.event(self.rollout, "RolloutAborted", message, "Warning")
-        elif paused:
+        elif paused and not completed:  # checkPausedConditions leaves a completed rollout's Progressing alone
             conditions = set_condition(conditions, "Progressing", "Unknown", "RolloutPaused", "Rollout is paused",
                                        stamp, update_time=True)
         elif healthy:
