@@ -145,7 +145,7 @@ def _wall_seconds(stamp: str) -> float:
 
 def _stored(store: Store, kind: ResourceKind) -> list[Obj]:
     """Every stored object of ``kind`` itself, uncopied (list's predicate is handed each one), to read only:
-    copying a thousand pods every tick would cost more than everything else this controller does."""
+    copying a thousand pods every tick would cost more than all the rest this controller does."""
     found: list[Obj] = []
 
     def keep(obj: Obj) -> bool:
@@ -277,7 +277,8 @@ class Hpas:
 
     def tick(self) -> None:
         store, kinds, now = self.context.store, self.context.kinds, self.context.clock()
-        self.times.observe(_stored(store, kinds.pods), now)  # every tick: each stamp placed within a tick
+        pods = _stored(store, kinds.pods)  # read only, never changed
+        self.times.observe(pods, now)  # every tick: each stamp placed within a tick of its moment
         hpas = store.list(kinds.hpas, None, lambda _: True)
         alive = {hpa["metadata"]["uid"] for hpa in hpas}
         for memory in (self.histories, self.due):
@@ -289,7 +290,7 @@ class Hpas:
                 continue
             self.due[uid] = now + self.context.settings.hpa_sync
             try:
-                self.reconcile(hpa, now)
+                self.reconcile(hpa, pods, now)
             except Exception:  # one HPA's surprise must not stop the others
                 LOG.exception("kubesim HPA %s/%s failed to reconcile", hpa["metadata"].get("namespace"),
                               hpa["metadata"]["name"])
@@ -308,7 +309,8 @@ class Hpas:
             raise ApiError(404, f'no matches for kind "{ref.get("kind")}" in group "{group}"')
         return Target(kind, self.context.store.get(kind, namespace, str(ref.get("name") or "")))
 
-    def reconcile(self, hpa: Obj, now: float) -> None:
+    def reconcile(self, hpa: Obj, pods: list[Obj], now: float) -> None:
+        """One sync of one HPA; ``pods`` are every pod in the cluster (read only)."""
         namespace = hpa["metadata"]["namespace"]
         status = dict(hpa.get("status") or {})
         status["observedGeneration"] = hpa["metadata"].get("generation", 1)
@@ -351,7 +353,7 @@ class Hpas:
                 "the HPA target's scale is missing a selector" if missing else message, stamp)
             self._write_status(hpa, status)
             return
-        mine = self.context.store.list(self.context.kinds.pods, namespace, matches)
+        mine = [pod for pod in pods if pod["metadata"].get("namespace") == namespace and matches(pod)]
         decision = decide(spec, current, [pod_info(pod, self.times) for pod in mine],
                           readings(self.context, namespace, target.obj["metadata"]["name"], spec, mine, now),
                           self.histories.get(hpa["metadata"]["uid"], History()), now,
