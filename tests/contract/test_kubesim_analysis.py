@@ -12,7 +12,9 @@ import pytest
 from kubernetes import client
 
 from services.kubesim.controllers.analysis import OUTCOME
-from services.kubesim.controllers.base import CRASH_LOOP, RUN_SECONDS
+from services.kubesim.controllers.base import CRASH_LOOP, RUN_SECONDS, Settings
+from services.kubesim.controllers.runner import Controllers
+from services.kubesim.server import KubeApi
 from tests.contract.conftest import NAMESPACE, Cluster
 from tests.contract.test_kubesim_rollouts import ARGO, Sim, start_sim
 from tests.prometheus_server import GaugeExporter, PrometheusServer
@@ -179,6 +181,20 @@ def test_a_job_metric_fails_when_its_job_fails_and_a_terminated_one_deletes_its_
 def _jobs(sim: Sim) -> list[dict[str, Any]]:
     batch = client.BatchV1Api(sim.cluster.admin)
     return [sim.cluster.admin.sanitize_for_serialization(item) for item in batch.list_namespaced_job(NAMESPACE).items]
+
+
+def test_a_query_with_no_loop_running_is_an_error_measurement_not_a_failed_tick() -> None:
+    """Controllers ticked by hand outside kubesim's loop (as a unit test or a scenario check does)."""
+    now = [0.0]
+    api = KubeApi({})
+    runner = Controllers(api.store, api.registry, Settings(), clock=lambda: now[0])
+    api.store.create(runner.context.kinds.analysisruns, "default", analysis_run(
+        {"provider": {"prometheus": {"address": "http://127.0.0.1:9", "query": "up"}}}))
+    runner.tick()
+    runner.tick()
+    found = api.store.get(runner.context.kinds.analysisruns, "default", "check")["status"]["metricResults"][0]
+    assert found["measurements"][0]["phase"] == "Error"
+    assert "none is running" in found["measurements"][0]["message"]
 
 
 @pytest.fixture(scope="module")

@@ -341,7 +341,12 @@ class AnalysisRuns:
             else:
                 self.queries[key] = _Answer(values)
 
-        self.context.spawn(ask(), f"analysis query {run['metadata']['name']}/{metric['name']}")
+        work = ask()
+        try:
+            self.context.spawn(work, f"analysis query {run['metadata']['name']}/{metric['name']}")
+        except RuntimeError:  # ticked by hand with no loop running: the query cannot be made
+            work.close()
+            self.queries[key] = _Answer(None, "kubesim makes Prometheus queries on its event loop; none is running")
 
     def _create_job(self, run: Obj, metric: Obj, taken: int) -> Obj:
         job_provider = metric["provider"]["job"]
