@@ -155,7 +155,14 @@ def test_over_its_request_limit_a_key_gets_429_with_retry_after(keyed: RunningGa
     assert 'switchboard_client_key_refusals_total{reason="rpm"} 1.0' in keyed.metrics()
 
 
+def start_early_in_a_minute(room_s: float = 40.0) -> None:
+    """``requests_this_minute`` restarts at 0 when the minute turns: begin with ``room_s`` left in this one."""
+    while 60.0 - time.time() % 60.0 < room_s:
+        time.sleep(0.2)
+
+
 def test_over_its_token_limit_a_key_gets_429(keyed: RunningGateway) -> None:
+    start_early_in_a_minute(room_s=15.0)
     client = sdk(keyed.url, create_key(keyed.url, tpm_limit=5)["key"])
     ask(client)  # 3 prompt tokens and the reply's words
     with pytest.raises(openai.RateLimitError) as limited:
@@ -243,12 +250,6 @@ def redis_replicas(standin, tmp_path: Path) -> Iterator[list[GatewayProcess]]:
         finally:
             for replica in replicas:
                 replica.stop()
-
-
-def start_early_in_a_minute(room_s: float = 40.0) -> None:
-    """``requests_this_minute`` restarts at 0 when the minute turns: begin with ``room_s`` left in this one."""
-    while 60.0 - time.time() % 60.0 < room_s:
-        time.sleep(0.2)
 
 
 def test_a_request_limit_holds_across_two_replicas_on_redis(redis_replicas: list[GatewayProcess]) -> None:
