@@ -7,7 +7,6 @@ registration is atomic with respect to the others."""
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import re
 import secrets
@@ -99,13 +98,13 @@ class Store:
         obj = self.objects.get(kind, {}).get((namespace, name))
         if obj is None:
             raise not_found(kind.group, kind.plural, name)
-        return copy.deepcopy(obj)
+        return clone(obj)
 
     def list(self, kind: ResourceKind, namespace: str | None, matches: Predicate) -> list[Obj]:
         """Matching objects in (namespace, name) order: the order ``continue`` tokens walk."""
         found = self.objects.get(kind, {})
         keys = sorted(key for key in found if namespace is None or key[0] == namespace)
-        return [copy.deepcopy(found[key]) for key in keys if matches(found[key])]
+        return [clone(found[key]) for key in keys if matches(found[key])]
 
     # --- writes ----------------------------------------------------------------------------------------------
 
@@ -132,7 +131,7 @@ class Store:
             self._require_namespace(namespace)
         if (namespace, name) in self.objects.get(kind, {}):
             raise already_exists(kind.group, kind.plural, name)
-        stored = copy.deepcopy(obj)
+        stored = clone(obj)
         if kind.status:
             stored.pop("status", None)  # a real server ignores .status on create when it has a status subresource
         stored["kind"], stored["apiVersion"] = kind.kind, kind.api_version
@@ -159,14 +158,14 @@ class Store:
         if wanted_rv and wanted_rv != current["metadata"]["resourceVersion"]:
             raise conflict(kind.group, kind.plural, name)
         if subresource == "status":
-            stored = copy.deepcopy(current)
+            stored = clone(current)
             if "status" in obj:
-                stored["status"] = copy.deepcopy(obj["status"])
+                stored["status"] = clone(obj["status"])
             else:
                 stored.pop("status", None)
         else:
-            stored = copy.deepcopy(obj)
-            stored["metadata"] = {**copy.deepcopy(meta), **{
+            stored = clone(obj)
+            stored["metadata"] = {**clone(meta), **{
                 key: current["metadata"][key] for key in ("uid", "creationTimestamp", "generation")}}
             if kind.status:
                 stored.pop("status", None)
@@ -196,7 +195,7 @@ class Store:
         self.revision += 1
         current["metadata"]["resourceVersion"] = str(self.revision)
         self._publish(WatchEvent(self.revision, kind, namespace, "DELETED", current))
-        return copy.deepcopy(current)
+        return clone(current)
 
     # --- watch -----------------------------------------------------------------------------------------------
 
@@ -242,8 +241,8 @@ class Store:
         stored["metadata"]["resourceVersion"] = str(self.revision)
         previous = self.objects.setdefault(kind, {}).get((namespace, name))
         self.objects[kind][(namespace, name)] = stored
-        self._publish(WatchEvent(self.revision, kind, namespace, event_type, copy.deepcopy(stored), previous))
-        return copy.deepcopy(stored)
+        self._publish(WatchEvent(self.revision, kind, namespace, event_type, clone(stored), previous))
+        return clone(stored)
 
     def _publish(self, event: WatchEvent) -> None:
         if len(self.events) >= self.history:
@@ -291,6 +290,16 @@ class Store:
     @staticmethod
     def _spec(obj: Obj) -> Obj:
         return {key: value for key, value in obj.items() if key not in NON_SPEC_FIELDS}
+
+
+def clone(value: Any) -> Any:
+    """A deep copy of a JSON-shaped value (dicts, lists, scalars): a third of ``copy.deepcopy``'s time, which
+    dominated every controller pass over a thousand pods. A tuple becomes a list, as JSON would make it."""
+    if isinstance(value, dict):
+        return {key: clone(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [clone(item) for item in value]
+    return value
 
 
 def _without_version(obj: Obj) -> Obj:

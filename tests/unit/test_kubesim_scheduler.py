@@ -8,7 +8,7 @@ import pytest
 
 from services.kubesim.controllers.base import Settings
 from services.kubesim.controllers.runner import Controllers
-from services.kubesim.controllers.scheduler import fits, parse_quantity, requests
+from services.kubesim.controllers.scheduler import fits, free, parse_quantity, requests
 from services.kubesim.server import KubeApi
 
 
@@ -42,14 +42,18 @@ def test_requests_count_a_limit_without_a_request() -> None:
     assert requests(pod(gpus=2, cpu="250m")) == {"cpu": Decimal("0.25"), "memory": 0, "nvidia.com/gpu": 2}
 
 
+def fit(one: dict, node: dict, bound: list[dict]) -> str | None:
+    return fits(requests(one), one["spec"].get("nodeSelector") or {}, node, free(node, bound))
+
+
 def test_gpu_pods_fit_only_where_gpus_and_the_product_label_allow() -> None:
     a100 = gpu_node("a100", 4, "NVIDIA-A100-SXM4-80GB")
-    assert fits(pod(gpus=4, product="NVIDIA-A100-SXM4-80GB"), a100, []) is None
-    assert fits(pod(gpus=1), gpu_node("cpu", 0, None), []) == "Insufficient nvidia.com/gpu"
-    assert fits(pod(gpus=1, product="NVIDIA-H100-80GB-HBM3"), a100, []) == (
+    assert fit(pod(gpus=4, product="NVIDIA-A100-SXM4-80GB"), a100, []) is None
+    assert fit(pod(gpus=1), gpu_node("cpu", 0, None), []) == "Insufficient nvidia.com/gpu"
+    assert fit(pod(gpus=1, product="NVIDIA-H100-80GB-HBM3"), a100, []) == (
         "node(s) didn't match Pod's node affinity/selector")
-    assert fits(pod(gpus=1), a100, [pod(gpus=4)]) == "Insufficient nvidia.com/gpu"
-    assert fits(pod(cpu="9"), a100, []) == "Insufficient cpu"
+    assert fit(pod(gpus=1), a100, [pod(gpus=4)]) == "Insufficient nvidia.com/gpu"
+    assert fit(pod(cpu="9"), a100, []) == "Insufficient cpu"
 
 
 def test_a_pod_turns_ready_only_once_the_ready_delay_has_passed_on_the_clock() -> None:

@@ -134,6 +134,18 @@ def owned_by(obj: Obj, owner: Obj) -> bool:
                for ref in obj["metadata"].get("ownerReferences") or [])
 
 
+def by_controller(objs: list[Obj]) -> dict[str, list[Obj]]:
+    """Objects grouped by their controlling owner's uid: one pass, instead of asking ``owned_by`` of every
+    object for every owner (50 ReplicaSets over 1,000 pods was 50,000 checks a tick)."""
+    groups: dict[str, list[Obj]] = {}
+    for obj in objs:
+        for ref in obj["metadata"].get("ownerReferences") or []:
+            if ref.get("controller") and ref.get("uid"):
+                groups.setdefault(ref["uid"], []).append(obj)
+                break
+    return groups
+
+
 def template_hash(template: Obj) -> str:
     """A short, stable hash of a pod template (the pod-template-hash label's value)."""
     digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()

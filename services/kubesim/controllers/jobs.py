@@ -5,7 +5,7 @@ replaced until more than spec.backoffLimit (6 by default) have failed; then the 
 
 from __future__ import annotations
 
-from services.kubesim.controllers.base import RUN_SECONDS, Context, owned_by, pod_from_template, set_condition
+from services.kubesim.controllers.base import RUN_SECONDS, Context, by_controller, pod_from_template, set_condition
 from services.kubesim.store import Obj
 
 JOB_NAME_LABELS = ("job-name", "batch.kubernetes.io/job-name")
@@ -18,9 +18,9 @@ class Jobs:
 
     def tick(self) -> None:
         store, kinds = self.context.store, self.context.kinds
-        pods = store.list(kinds.pods, None, lambda _: True)
+        pods = by_controller(store.list(kinds.pods, None, lambda _: True))
         for job in store.list(kinds.jobs, None, lambda _: True):
-            self._sync(job, [pod for pod in pods if owned_by(pod, job)])
+            self._sync(job, pods.get(job["metadata"]["uid"], []))
 
     def _sync(self, job: Obj, pods: list[Obj]) -> None:
         store, kinds, meta = self.context.store, self.context.kinds, job["metadata"]

@@ -36,16 +36,15 @@ def free(node: Obj, bound: list[Obj]) -> dict[str, Decimal]:
     return room
 
 
-def fits(pod: Obj, node: Obj, bound: list[Obj]) -> str | None:
-    """None when the pod fits on the node, else why not (the FailedScheduling wording)."""
-    selector = (pod.get("spec") or {}).get("nodeSelector") or {}
+def fits(wanted: dict[str, Decimal], selector: dict[str, str], node: Obj, room: dict[str, Decimal]) -> str | None:
+    """None when a pod asking ``wanted`` with ``selector`` fits in the node's ``room``, else why not (the
+    FailedScheduling wording)."""
     labels = node["metadata"].get("labels") or {}
     if any(labels.get(key) != value for key, value in selector.items()):
         return "node(s) didn't match Pod's node affinity/selector"
     if (node.get("spec") or {}).get("unschedulable"):
         return "node(s) were unschedulable"
-    room = free(node, bound)
-    for name, amount in requests(pod).items():
+    for name, amount in wanted.items():
         if amount > room[name]:
             return f"Insufficient {name}"
     return None
@@ -58,26 +57,36 @@ class Scheduler:
     def tick(self) -> None:
         store, kinds = self.context.store, self.context.kinds
         pods = store.list(kinds.pods, None, lambda _: True)
+        pending = [pod for pod in pods if not (pod.get("spec") or {}).get("nodeName") and not is_terminal(pod)]
+        if not pending:
+            return
         nodes = store.list(kinds.nodes, None, lambda _: True)
         bound: dict[str, list[Obj]] = {node["metadata"]["name"]: [] for node in nodes}
         for pod in pods:
             node_name = (pod.get("spec") or {}).get("nodeName")
             if node_name in bound and not is_terminal(pod):
                 bound[node_name].append(pod)
-        for pod in pods:
-            if (pod.get("spec") or {}).get("nodeName") or is_terminal(pod):
-                continue
+        rooms: dict[str, dict[str, Decimal]] = {}
+        for node in nodes:  # each node's room once a pass, lowered as pods are bound to it
             try:
-                reasons = {node["metadata"]["name"]: fits(pod, node, bound[node["metadata"]["name"]])
-                           for node in nodes}
-            except ValueError as exc:  # a malformed quantity on this pod or a node: skip the pod, not the pass
+                rooms[node["metadata"]["name"]] = free(node, bound[node["metadata"]["name"]])
+            except ValueError as exc:  # a malformed quantity on the node or a pod bound there: the node takes none
+                LOG.warning("kubesim cannot read node %s's room: %s", node["metadata"]["name"], exc)
+        for pod in pending:
+            try:
+                wanted = requests(pod)
+            except ValueError as exc:  # a malformed quantity on this pod: skip the pod, not the pass
                 LOG.warning("kubesim cannot schedule pod %s: %s", pod["metadata"]["name"], exc)
                 continue
+            selector = (pod.get("spec") or {}).get("nodeSelector") or {}
+            reasons = {node["metadata"]["name"]: fits(wanted, selector, node, rooms[node["metadata"]["name"]])
+                       if node["metadata"]["name"] in rooms else "node(s) had malformed capacity" for node in nodes}
             chosen = next((name for name, reason in reasons.items() if reason is None), None)
             if chosen is None:
                 self._unschedulable(pod, len(nodes), list(reasons.values()))
                 continue
-            bound[chosen].append(pod)
+            for name, amount in wanted.items():
+                rooms[chosen][name] -= amount
             self._bind(pod, chosen)
 
     def _bind(self, pod: Obj, node: str) -> None:

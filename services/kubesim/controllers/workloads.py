@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 from services.kubesim.controllers.base import (
     Context,
+    by_controller,
     is_ready,
     is_terminal,
-    owned_by,
     owner_reference,
     pod_from_template,
     set_condition,
@@ -61,9 +61,9 @@ class ReplicaSets:
 
     def tick(self) -> None:
         store, kinds = self.context.store, self.context.kinds
-        pods = store.list(kinds.pods, None, lambda _: True)
+        pods = by_controller(store.list(kinds.pods, None, lambda _: True))
         for replicaset in store.list(kinds.replicasets, None, lambda _: True):
-            mine = [pod for pod in pods if owned_by(pod, replicaset) and not is_terminal(pod)]
+            mine = [pod for pod in pods.get(replicaset["metadata"]["uid"], []) if not is_terminal(pod)]
             self._scale(replicaset, mine)
 
     def _scale(self, replicaset: Obj, pods: list[Obj]) -> None:
@@ -96,9 +96,9 @@ class Deployments:
 
     def tick(self) -> None:
         store, kinds = self.context.store, self.context.kinds
-        replicasets = store.list(kinds.replicasets, None, lambda _: True)
+        replicasets = by_controller(store.list(kinds.replicasets, None, lambda _: True))
         for deployment in store.list(kinds.deployments, None, lambda _: True):
-            self._sync(deployment, [rs for rs in replicasets if owned_by(rs, deployment)])
+            self._sync(deployment, replicasets.get(deployment["metadata"]["uid"], []))
 
     def _sync(self, deployment: Obj, owned: list[Obj]) -> None:
         store, kinds, meta = self.context.store, self.context.kinds, deployment["metadata"]
@@ -212,9 +212,10 @@ class StatefulSets:
 
     def tick(self) -> None:
         store, kinds = self.context.store, self.context.kinds
-        pods = store.list(kinds.pods, None, lambda _: True)
+        pods = by_controller(store.list(kinds.pods, None, lambda _: True))
         for statefulset in store.list(kinds.statefulsets, None, lambda _: True):
-            self._sync(statefulset, {pod["metadata"]["name"]: pod for pod in pods if owned_by(pod, statefulset)})
+            mine = pods.get(statefulset["metadata"]["uid"], [])
+            self._sync(statefulset, {pod["metadata"]["name"]: pod for pod in mine})
 
     def _sync(self, statefulset: Obj, pods: dict[str, Obj]) -> None:
         store, kinds, meta = self.context.store, self.context.kinds, statefulset["metadata"]
