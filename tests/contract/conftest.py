@@ -35,13 +35,9 @@ KUBESIM_ONLY = "kubesim_only"
 NAMESPACE_GONE_S = 300.0  # a real namespace's deletion waits for its pods' graceful termination
 # The controllers ``working_cluster`` runs on kubesim: quick enough that a Job finishes in well under a second.
 WORKING = Settings(tick=0.05, ready_delay=0.2, job_seconds=0.3, crash_interval=0.2)
-# Namespaced kinds a test may leave behind: emptied before the namespace is deleted (a real cluster would do it
-# itself, more slowly; kubesim does not cascade a namespace's deletion). (group, version, plural)
-CLEANUP_KINDS = (("", "v1", "pods"), ("", "v1", "services"), ("", "v1", "configmaps"), ("", "v1", "events"),
-                 ("apps", "v1", "deployments"), ("apps", "v1", "statefulsets"), ("apps", "v1", "replicasets"),
-                 ("batch", "v1", "jobs"), ("autoscaling", "v2", "horizontalpodautoscalers"),
-                 ("argoproj.io", "v1alpha1", "rollouts"), ("argoproj.io", "v1alpha1", "analysisruns"),
-                 ("argoproj.io", "v1alpha1", "analysistemplates"), ("keda.sh", "v1alpha1", "scaledobjects"))
+OWNED_LABEL = "switchboard.contract/owned"  # on the namespace real-cluster mode creates, so a leftover is recognised
+CUSTOM_KINDS = (("argoproj.io", "v1alpha1", "rollouts"), ("argoproj.io", "v1alpha1", "analysisruns"),
+                ("argoproj.io", "v1alpha1", "analysistemplates"), ("keda.sh", "v1alpha1", "scaledobjects"))
 
 
 def real_kubeconfig() -> Path | None:
@@ -171,8 +167,8 @@ def _real_cluster(path: Path) -> Iterator[Callable[..., Cluster]]:
                     f"README's contract-suite section) or name it in {VIEWER_CONTEXT_ENV}")
     viewer = config.new_client_from_config(config_file=str(path), context=viewer_context)
     core = client.CoreV1Api(admin)
-    _wait_until_gone(core)  # a previous run's namespace may still be terminating
-    core.create_namespace({"metadata": {"name": NAMESPACE}})
+    _remove_leftover(admin)
+    core.create_namespace({"metadata": {"name": NAMESPACE, "labels": {OWNED_LABEL: "true"}}})
     made = Cluster(_NoSim(), path, admin, viewer, real=True)  # type: ignore[arg-type]
 
     def make(**options: Any) -> Cluster:
@@ -184,28 +180,46 @@ def _real_cluster(path: Path) -> Iterator[Callable[..., Cluster]]:
     try:
         yield make
     finally:
-        _empty(admin)
+        _delete_namespace(admin)
+
+
+def _remove_leftover(admin: client.ApiClient) -> None:
+    """Deletes an interrupted run's namespace; refuses to touch a NAMESPACE this suite did not create."""
+    try:
+        found = client.CoreV1Api(admin).read_namespace(NAMESPACE)
+    except ApiException as exc:
+        if exc.status == 404:
+            return
+        raise
+    if (found.metadata.labels or {}).get(OWNED_LABEL) != "true":
+        pytest.fail(f"namespace {NAMESPACE} exists and was not made by the contract suite (no {OWNED_LABEL} label): "
+                    "point the suite at a cluster where it may create and delete that namespace")
+    _delete_namespace(admin)
+
+
+def _delete_namespace(admin: client.ApiClient) -> None:
+    """Empties NAMESPACE (pods at once, no grace period), deletes it and waits until it is gone. A real cluster
+    would empty it itself, more slowly; kubesim does not cascade a namespace's deletion."""
+    core, apps = client.CoreV1Api(admin), client.AppsV1Api(admin)
+    now = {"grace_period_seconds": 0, "propagation_policy": "Background"}
+    deletions: list[Callable[[], object]] = [
+        lambda: apps.delete_collection_namespaced_deployment(NAMESPACE, **now),
+        lambda: apps.delete_collection_namespaced_stateful_set(NAMESPACE, **now),
+        lambda: apps.delete_collection_namespaced_replica_set(NAMESPACE, **now),
+        lambda: client.BatchV1Api(admin).delete_collection_namespaced_job(NAMESPACE, **now),
+        lambda: client.AutoscalingV2Api(admin).delete_collection_namespaced_horizontal_pod_autoscaler(NAMESPACE),
+        lambda: core.delete_collection_namespaced_pod(NAMESPACE, **now),
+        lambda: core.delete_collection_namespaced_config_map(NAMESPACE),
+        lambda: core.delete_namespace(NAMESPACE),
+    ]
+    deletions[4:4] = [lambda kind=kind: client.CustomObjectsApi(admin).delete_collection_namespaced_custom_object(
+        kind[0], kind[1], NAMESPACE, kind[2]) for kind in CUSTOM_KINDS]
+    for delete in deletions:
         try:
-            core.delete_namespace(NAMESPACE)
+            delete()
         except ApiException as exc:
-            if exc.status != 404:
+            if exc.status != 404:  # a kind this cluster lacks (no Argo or KEDA CRDs), or a namespace already gone
                 raise
-        _wait_until_gone(core)
-
-
-def _empty(admin: client.ApiClient) -> None:
-    for group, version, plural in CLEANUP_KINDS:
-        prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
-        try:
-            admin.call_api(f"{prefix}/namespaces/{NAMESPACE}/{plural}", "DELETE",
-                           query_params=[("gracePeriodSeconds", 0)], auth_settings=["BearerToken"],
-                           _preload_content=False)
-        except ApiException as exc:
-            if exc.status not in (404, 405):  # a kind this cluster lacks (no Argo or KEDA CRDs), or events
-                raise
-
-
-def _wait_until_gone(core: client.CoreV1Api) -> None:
     deadline = time.monotonic() + NAMESPACE_GONE_S
     while time.monotonic() < deadline:
         try:
