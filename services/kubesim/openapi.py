@@ -9,8 +9,6 @@ carries the kind's ``x-kubernetes-group-version-kind``; when it finds one it lea
 The documents carry operations, not schemas: ``kubectl explain`` has nothing to read, and the PATCH request bodies
 name no strategic-merge content type, so ``kubectl apply`` computes built-in kinds' strategic merge patches from its
 own compiled-in types (as it does for any server whose document lacks them) and custom kinds' as JSON merge patches.
-Namespaces are the exception kubectl makes (it always validates them itself): ``kubectl create -f`` of a Namespace
-still needs ``--validate=false``.
 """
 
 from __future__ import annotations
