@@ -297,7 +297,7 @@ class KubeApi:
     @staticmethod
     async def _body(request: web.Request) -> Obj:
         if request.content_type not in ("application/json", "application/octet-stream", ""):
-            # kubectl sends built-in kinds as protobuf first; a 415 makes client-go send them again as JSON.
+            # kubesim speaks JSON only: a client set to send protobuf (client-go can be) is told so with a 415.
             raise ApiError(415, f"the body of the request was in an unknown format ({request.content_type}); "
                                 "kubesim accepts application/json")
         try:
