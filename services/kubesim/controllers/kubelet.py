@@ -116,6 +116,8 @@ class Kubelet:
                                                    f"{pod['metadata']['name']}", "Warning")
 
     def _write(self, pod: Obj, status: Obj) -> Obj:
+        if status == pod.get("status"):
+            return pod  # nothing changed (most pods, most ticks): skip the store's copy and compare
         meta = pod["metadata"]
         return self.context.store.replace(self.context.kinds.pods, meta["namespace"], meta["name"],
                                           {**pod, "status": status}, "status")
