@@ -122,8 +122,8 @@ def test_a_kind_the_cluster_does_not_serve_is_absent_not_down(cluster: Cluster) 
                             kinds=kinds)
         source.start()
         try:
-            snapshot = await until(lambda: (s := source.snapshot()).data is not None
-                                   and s.data.kinds["widgets"].absent and s, "widgets absent")
+            snapshot = await until(lambda: (s := source.snapshot()).health == Health.LIVE and s.data is not None
+                                   and s.data.kinds["widgets"].absent and s, "widgets absent, pods listed")
             assert snapshot.health == Health.LIVE
             assert "widgets.example.com: not served by this cluster" == snapshot.data.kinds["widgets"].absent
         finally:

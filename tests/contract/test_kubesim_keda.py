@@ -22,6 +22,8 @@ from tests.contract.conftest import NAMESPACE, Cluster, deployment
 from tests.prometheus_server import GaugeExporter, PrometheusServer
 from tests.redis_server import RedisServer
 
+pytestmark = pytest.mark.kubesim_only(reason="steps kubesim's KEDA and HPA controllers on an injected clock and "
+                                             "reads their metric board")
 DEADLINE_S = 60.0
 START = 1000.0
 GROUP, VERSION, PLURAL = "keda.sh", "v1alpha1", "scaledobjects"
