@@ -101,10 +101,11 @@ class Context:
         return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def event(self, involved: Obj, reason: str, message: str, kind: str = "Normal") -> None:
-        """Records a core/v1 Event about ``involved``; a repeat of the same reason bumps the existing one's count."""
+        """Records a core/v1 Event about ``involved``; a repeat of the same reason and message bumps the existing
+        one's count (as the API server's event correlator does: "New size: 7" and "New size: 8" stay two events)."""
         meta = involved["metadata"]
         namespace = meta.get("namespace") or "default"
-        name = f"{meta['name']}.{hashlib.sha1((meta['uid'] + reason).encode()).hexdigest()[:16]}"
+        name = f"{meta['name']}.{hashlib.sha1((meta['uid'] + reason + message).encode()).hexdigest()[:16]}"
         now = self.timestamp()
         try:
             existing = self.store.get(self.kinds.events, namespace, name)
