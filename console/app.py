@@ -50,6 +50,7 @@ from console.panes.keybar import KeyBar, KeyHint
 from console.screens import ActionCommands, Confirmation, ConfirmScreen, HelpRow, HelpScreen, context_badge
 from console.sources.engine import EngineClient
 from console.sources.gateway import GatewayClient
+from console.sources.kube import KubeSource
 from console.sources.poller import Health, Observed, Poller
 from console.text import clean
 from services.admin_api import GatewayState, ReleaseList, ReleaseState
@@ -57,6 +58,7 @@ from services.admin_api import GatewayState, ReleaseList, ReleaseState
 log = logging.getLogger(__name__)
 
 AUDIT_LIMIT = 50
+KUBE_SOURCE = "kubernetes"  # the snapshots of console.sources.kube
 TREND_POINTS = 180  # per target: 3 minutes at the default 1 s interval
 
 
@@ -211,11 +213,13 @@ class SwitchboardApp(App[int]):
         poll: bool = True,
         intervals: Mapping[str, float] | None = None,
         down_after_s: float | None = None,
+        kube: KubeSource | None = None,
     ) -> None:
         super().__init__()
         self.context = context
         self.gateway = gateway
         self.engine = engine
+        self.kube = kube  # the cluster's watches: pushed, not polled (``KUBE_SOURCE`` snapshots)
         self.readonly = readonly or context.readonly
         self.keys = keymap(dict(keys or {}))
         self.operator = operator
@@ -230,6 +234,9 @@ class SwitchboardApp(App[int]):
         self.writing = False
         self.staged: StagedWeights | None = None
         self.snapshots: dict[str, Observed[Any]] = {name: Observed(name) for name in self.fetchers}  # shown
+        if kube is not None:
+            kube.on_update, kube.down_after_s = self.receive, self.down_after_s
+            self.snapshots[KUBE_SOURCE] = Observed(KUBE_SOURCE)
         self.received: dict[str, Observed[Any]] = dict(self.snapshots)  # the latest, held while paused
         self.history = TrendHistory()
         self.pollers: dict[str, Poller[Any]] = {}
@@ -257,6 +264,8 @@ class SwitchboardApp(App[int]):
         """Polls start before the widgets exist, so the first answers race Textual's start-up, not follow it."""
         if self.poll:
             self._start_pollers()
+            if self.kube is not None:
+                self.kube.start()
 
     async def on_mount(self) -> None:
         self.set_keymap(self.keys)
@@ -276,6 +285,8 @@ class SwitchboardApp(App[int]):
     async def on_unmount(self) -> None:
         for poller in self.pollers.values():
             await poller.stop()
+        if self.kube is not None:
+            await self.kube.stop()
         await self.gateway.aclose()
         if self.engine is not None:
             await self.engine.aclose()
@@ -314,6 +325,8 @@ class SwitchboardApp(App[int]):
             self.history.record(observed.data, observed.fetched_at)
         if self._mounted:
             self.redraw(observed.source)
+            if observed.source == KUBE_SOURCE:
+                self._render_header()  # the context's name and the SIMULATED mark come with the first snapshot
             self._check_first_frame()
 
     def _check_first_frame(self) -> None:
@@ -368,8 +381,13 @@ class SwitchboardApp(App[int]):
         c = self.context
         header = Text.assemble((" Switchboard ", "bold"), context_badge(c.name, c.color, c.prod))
         header.append(clean(f" {c.admin_url}"))  # local config, but copied from anywhere: drawn safe all the same
-        if c.kube_context:
-            header.append(clean(f"  kube {c.kube_context}" + (f"/{c.namespace}" if c.namespace else "")))
+        cluster = self.snapshots.get(KUBE_SOURCE)
+        kube_name = c.kube_context or (cluster.data.context if cluster and cluster.data else None)
+        if kube_name:
+            header.append(clean(f"  kube {kube_name}" + (f"/{c.namespace}" if c.namespace else "")))
+        if cluster is not None and cluster.data is not None and cluster.data.simulated:
+            header.append("  ")
+            header.append(" SIMULATED ", style="bold black on cyan")  # a test double, never mistaken for prod
         if self.operator:
             header.append(clean(f"  as {self.operator}"))
         if self.readonly:
@@ -619,8 +637,12 @@ def create_app(
     gateway = GatewayClient(context.admin_url, context.token(), operator, context.timeout_s)
     engine = EngineClient(context.engine_url, context.timeout_s) if context.engine_url else None
     intervals = {**context.poll_intervals, **(intervals or {})}
+    kube = None
+    if context.watches_cluster:  # configured by the context (the local one: the stack's kubesim), never implied
+        kube = KubeSource(context.kubeconfig, context.kube_context, context.namespace, lambda _: None,
+                          interval_s=context.poll_interval_s, timeout_s=max(context.timeout_s, 5.0))
     return SwitchboardApp(context, gateway, engine, readonly=readonly, keys=keys, operator=operator, clock=clock,
-                          poll=poll, intervals=intervals, down_after_s=down_after_s)
+                          poll=poll, intervals=intervals, down_after_s=down_after_s, kube=kube)
 
 
 def run_console(context: Context, *, readonly: bool = False, keys: Mapping[str, str] | None = None,

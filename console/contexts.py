@@ -57,8 +57,10 @@ class Context(BaseModel):
     token_file: str | None = None
     engine_url: str | None = DEFAULT_ENGINE_URL
     prometheus_url: str | None = None
-    kube_context: str | None = None
-    namespace: str | None = None
+    kubeconfig: str | None = Field(None, description="default $KUBECONFIG, else ~/.kube/config")
+    kube_context: str | None = Field(None, description="the kubeconfig context; set it (or kubeconfig) to show the "
+                                                       "cluster panes")
+    namespace: str | None = Field(None, description="the namespace the cluster panes watch; default all")
     readonly: bool = False
     prod: bool = Field(False, description="writes ask the operator to type the name they change")
     color: Literal["red", "yellow", "green", "blue", "magenta", "cyan", "white"] = "green"
@@ -67,6 +69,11 @@ class Context(BaseModel):
         {}, description="per-source overrides; by default the engine and audit poll at twice poll_interval_s"
     )
     timeout_s: float = Field(2.0, gt=0)
+
+    @property
+    def watches_cluster(self) -> bool:
+        """Whether the console shows a Kubernetes cluster for this context."""
+        return bool(self.kubeconfig or self.kube_context)
 
     def token(self) -> str | None:
         """The admin token, read when needed (never stored in the config file itself).
@@ -140,7 +147,8 @@ def local_context() -> Context:
     record = read_stack_record()
     if record is None:
         return Context(token_file=str(state_path() / OPERATOR_TOKEN))
-    return Context(admin_url=record.admin_url, token_file=record.operator_token_file)
+    return Context(admin_url=record.admin_url, token_file=record.operator_token_file,
+                   kubeconfig=record.kubeconfig or None)
 
 
 def pick_context(config: ConsoleConfig, name: str | None) -> Context:
