@@ -834,3 +834,37 @@ def decide(
         tuple(held),
         replace(history, recommendations=recommendations),
     )
+
+
+# ------------------------------------------------------------------------------------------ explain
+
+_EXPLAIN_NOW = 1_000_000.0  # far past every readiness and CPU-initialisation window of the synthetic pods
+
+
+def explain(hpa: HpaSpec, replicas: int, current: Mapping[str, float],
+            config: ControllerConfig = ControllerConfig()) -> Decision:
+    """What ``decide`` gives for the metrics an HPA's status reports, with no history: the formula's answer.
+
+    ``current`` maps ``MetricSpec.key`` to the figure status.currentMetrics holds: the utilization percentage
+    (Utilization), the per-pod average (AverageValue; for Object and External the status's averageValue) or the
+    value (Value). ``replicas`` is status.currentReplicas. The pods are synthesised as ``replicas`` Ready pods
+    that all report the average, so each proposal is the textbook ceil(current / target x replicas) (External
+    and Object AverageValue: ceil(total / target)) with the tolerance; a metric missing from ``current`` is
+    unavailable. The real controller also adjusts for missing and unready pods' samples, which the status does
+    not show; with an empty history no stabilization window or rate policy looks back.
+    """
+    pods = tuple(PodInfo(f"pod-{n}", requests={"cpu": 1.0, "memory": 1.0}) for n in range(replicas))
+    readings: dict[str, MetricReading] = {}
+    for metric in hpa.effective_metrics:
+        figure = current.get(metric.key)
+        if figure is None:
+            continue
+        if metric.type in ("Resource", "Pods"):
+            per_pod = figure / 100 if metric.target_type == "Utilization" else figure
+            sample = PodMetric(per_pod, timestamp=_EXPLAIN_NOW)
+            readings[metric.key] = MetricReading(pods={pod.name: sample for pod in pods})
+        elif metric.target_type == "AverageValue":
+            readings[metric.key] = MetricReading(value=figure * replicas)
+        else:
+            readings[metric.key] = MetricReading(value=figure)
+    return decide(hpa, replicas, pods, readings, History(), _EXPLAIN_NOW, config)

@@ -6,14 +6,16 @@ The app is built by the real factory with pollers off and a frozen clock; the sn
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from textual.app import App, ComposeResult
 
-from console.app import SwitchboardApp, create_app
+from console.app import KUBE_SOURCE, SwitchboardApp, create_app
 from console.contexts import Context
 from console.panes.keys import KeysPane
 from console.panes.releases import ReleasesPane
+from console.sources.kube import KindState, KubeSnapshot
 from console.sources.poller import Health, Observed
 from services.admin_api import (
     ArmStats,
@@ -357,3 +359,175 @@ class ReleasesPaneApp(App[None]):
         if self.select:
             pane.body.move_to(self.select)
         pane.body.focus()
+
+
+# ---- a seed-like cluster (services/kubesim/scenarios/seed.yaml) as KubeSnapshots -------------------------------
+
+A100 = "NVIDIA-A100-SXM4-80GB"
+KUBE_KINDS = ("pods", "nodes", "events", "deployments", "statefulsets", "replicasets", "hpas", "rollouts",
+              "analysisruns", "scaledobjects")
+
+
+def stamp(unix: float) -> str:
+    """An API timestamp (RFC 3339, UTC)."""
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def kube_snapshot(objects: dict[str, list[dict[str, Any]]], absent: dict[str, str] | None = None,
+                  namespace: str | None = "ai-prod", simulated: bool = True) -> KubeSnapshot:
+    """Every watched kind listed with ``objects``; ``absent`` kinds carry the source's reason instead."""
+    kinds = {}
+    for kind in KUBE_KINDS:
+        if absent and kind in absent:
+            kinds[kind] = KindState(listed=True, absent=absent[kind])
+            continue
+        found = objects.get(kind, [])
+        kinds[kind] = KindState({(o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in found},
+                                listed=True)
+    return KubeSnapshot("kubesim", "https://127.0.0.1:6443", namespace, kinds, simulated)
+
+
+def owner(kind: str, name: str) -> list[dict[str, Any]]:
+    return [{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": f"uid-{name}", "controller": True}]
+
+
+def kube_node(name: str, gpu_product: str | None = None) -> dict[str, Any]:
+    labels = {"kubernetes.io/hostname": name}
+    if gpu_product:
+        labels["nvidia.com/gpu.product"] = gpu_product
+    return {"metadata": {"name": name, "labels": labels}, "status": {"capacity": {"nvidia.com/gpu": "4"}}}
+
+
+def kube_pod(name: str, *, owners: list[dict[str, Any]] | None = None, node: str | None = "cpu-0", gpus: int = 0,
+             phase: str = "Running", ready: bool = True, restarts: int = 0, waiting: str | None = None,
+             created: float, unschedulable: str | None = None, namespace: str = "ai-prod") -> dict[str, Any]:
+    resources = {"requests": {"nvidia.com/gpu": str(gpus)}, "limits": {"nvidia.com/gpu": str(gpus)}} if gpus else {}
+    state: dict[str, Any] = {"waiting": {"reason": waiting}} if waiting else {"running": {}}
+    status: dict[str, Any] = {"phase": phase, "conditions": []}
+    if unschedulable:
+        status["conditions"].append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                     "message": unschedulable})
+    else:
+        status["conditions"].append({"type": "Ready", "status": "True" if ready else "False"})
+        status["containerStatuses"] = [{"name": "main", "ready": ready, "restartCount": restarts, "state": state}]
+    spec: dict[str, Any] = {"containers": [{"name": "main", "resources": resources}]}
+    if node and not unschedulable:
+        spec["nodeName"] = node
+    return {"metadata": {"name": name, "namespace": namespace, "creationTimestamp": stamp(created),
+                         "ownerReferences": owners or []}, "spec": spec, "status": status}
+
+
+def kube_event(pod: str, reason: str, message: str, at: float, type_: str = "Warning",
+               namespace: str = "ai-prod") -> dict[str, Any]:
+    return {"metadata": {"name": f"{pod}.{reason}.{int(at)}", "namespace": namespace},
+            "involvedObject": {"kind": "Pod", "name": pod, "namespace": namespace},
+            "type": type_, "reason": reason, "message": message, "lastTimestamp": stamp(at)}
+
+
+SEED_BEHAVIOR = {
+    "scaleDown": {"stabilizationWindowSeconds": 300,
+                  "policies": [{"type": "Percent", "value": 10, "periodSeconds": 60}]},
+    "scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
+                "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15},
+                             {"type": "Pods", "value": 4, "periodSeconds": 15}]},
+}
+
+
+def kube_hpa(name: str = "ai-api-hpa", *, current: int, desired: int, cpu: int | None, rps: str | None,
+             limited: tuple[str, str] = ("False", "DesiredWithinRange"), able: str = "ReadyForNewScale",
+             scaled_at: float | None = None, behavior: dict[str, Any] | None = None,
+             target: str = "ai-api", min_replicas: int = 2, max_replicas: int = 20) -> dict[str, Any]:
+    """The seed's HPA (cpu 70% and http_requests_per_second 100/pod, 2..20) with a status as the controller writes."""
+    metrics = []
+    if cpu is not None:
+        metrics.append({"type": "Resource", "resource": {"name": "cpu", "current": {
+            "averageValue": f"{cpu * 5}m", "averageUtilization": cpu}}})
+    if rps is not None:
+        metrics.append({"type": "Pods", "pods": {"metric": {"name": "http_requests_per_second"},
+                                                 "current": {"averageValue": rps}}})
+    return {
+        "metadata": {"name": name, "namespace": "ai-prod"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+                 "minReplicas": min_replicas, "maxReplicas": max_replicas,
+                 "metrics": [
+                     {"type": "Resource", "resource": {"name": "cpu", "target": {
+                         "type": "Utilization", "averageUtilization": 70}}},
+                     {"type": "Pods", "pods": {"metric": {"name": "http_requests_per_second"},
+                                               "target": {"type": "AverageValue", "averageValue": "100"}}}],
+                 "behavior": SEED_BEHAVIOR if behavior is None else behavior},
+        "status": {
+            "currentReplicas": current, "desiredReplicas": desired, "currentMetrics": metrics,
+            **({"lastScaleTime": stamp(scaled_at)} if scaled_at is not None else {}),
+            "conditions": [
+                {"type": "AbleToScale", "status": "True", "reason": able, "message": "..."},
+                {"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound", "message": "..."},
+                {"type": "ScalingLimited", "status": limited[0], "reason": limited[1], "message": "..."}],
+        },
+    }
+
+
+def keda_objects(current: int = 3, queue_per_pod: str = "12") -> tuple[dict[str, Any], dict[str, Any]]:
+    """A KEDA ScaledObject over a queue (External AverageValue 5 per pod) and the HPA KEDA made for it (no behavior:
+    the legacy rate, max(2 x current, 4), holds a jump from 3 to the formula's 8 at 6)."""
+    scaled = {"metadata": {"name": "queue-worker", "namespace": "ai-prod"},
+              "spec": {"scaleTargetRef": {"name": "queue-worker"}, "minReplicaCount": 1, "maxReplicaCount": 10},
+              "status": {"hpaName": "keda-hpa-queue-worker",
+                         "conditions": [{"type": "Active", "status": "True", "reason": "ScalerActive"}]}}
+    hpa = {"metadata": {"name": "keda-hpa-queue-worker", "namespace": "ai-prod"},
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "queue-worker"},
+                    "minReplicas": 1, "maxReplicas": 10,
+                    "metrics": [{"type": "External", "external": {
+                        "metric": {"name": "s0-redis-jobs"},
+                        "target": {"type": "AverageValue", "averageValue": "5"}}}]},
+           "status": {"currentReplicas": current, "desiredReplicas": 2 * current, "currentMetrics": [
+               {"type": "External", "external": {"metric": {"name": "s0-redis-jobs"},
+                                                 "current": {"averageValue": queue_per_pod}}}],
+               "conditions": [
+                   {"type": "AbleToScale", "status": "True", "reason": "SucceededRescale", "message": "..."},
+                   {"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound", "message": "..."},
+                   {"type": "ScalingLimited", "status": "True", "reason": "ScaleUpLimit", "message": "..."}]}}
+    return scaled, hpa
+
+
+def seed_cluster(wall: float, *, keda: bool = True) -> KubeSnapshot:
+    """The seed's ai-prod: vllm-server-0 on an A100 node, ai-api's Rollout pods (one crash-looping), a GPU pod that
+    cannot be scheduled, a bare debug pod, and ai-api-hpa at its maximum of 20 (cpu 95% against 70%)."""
+    nodes = [kube_node(f"cpu-{n}") for n in range(4)] + [kube_node(f"gpu-a100-{n}", A100) for n in range(2)]
+    rs = {"metadata": {"name": "ai-api-6d5f7c9b8", "namespace": "ai-prod", "ownerReferences": [
+        {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "ai-api", "controller": True}]}}
+    day, hour = 86_400.0, 3_600.0
+    pods = [
+        kube_pod("vllm-server-0", owners=owner("StatefulSet", "vllm-server"), node="gpu-a100-0", gpus=4,
+                 created=wall - 3 * day),
+        kube_pod("vllm-server-1", owners=owner("StatefulSet", "vllm-server"), gpus=4, phase="Pending",
+                 created=wall - 2 * hour - 600,
+                 unschedulable="0/6 nodes are available: 6 Insufficient nvidia.com/gpu."),
+        kube_pod("ai-api-6d5f7c9b8-abcde", owners=owner("ReplicaSet", "ai-api-6d5f7c9b8"), node="cpu-0",
+                 created=wall - 5 * hour - 900),
+        kube_pod("ai-api-6d5f7c9b8-fghij", owners=owner("ReplicaSet", "ai-api-6d5f7c9b8"), node="cpu-1",
+                 created=wall - 5 * hour - 900),
+        kube_pod("ai-api-6d5f7c9b8-klmno", owners=owner("ReplicaSet", "ai-api-6d5f7c9b8"), node="cpu-2",
+                 ready=False, restarts=7, waiting="CrashLoopBackOff", created=wall - 2 * hour - 900),
+        kube_pod("debug-shell", node="cpu-3", created=wall - 40 * 60 - 30),
+    ]
+    events = [
+        kube_event("ai-api-6d5f7c9b8-klmno", "Unhealthy", "Readiness probe failed: connection refused",
+                   wall - 30 * 60),
+        kube_event("ai-api-6d5f7c9b8-klmno", "BackOff", "Back-off restarting failed container api", wall - 90),
+        kube_event("ai-api-6d5f7c9b8-abcde", "Pulled", "Container image pulled", wall - 600, type_="Normal"),
+        kube_event("vllm-server-1", "FailedScheduling", "0/6 nodes are available: 6 Insufficient nvidia.com/gpu.",
+                   wall - 120),
+    ]
+    hpas = [kube_hpa(current=20, desired=20, cpu=95, rps="125", limited=("True", "TooManyReplicas"),
+                     scaled_at=wall - hour - 600)]
+    scaled: list[dict[str, Any]] = []
+    if keda:
+        keda_scaled, keda_hpa = keda_objects()
+        scaled, hpas = [keda_scaled], [*hpas, keda_hpa]
+    absent = None if keda else {"scaledobjects": "scaledobjects.keda.sh: not served by this cluster"}
+    return kube_snapshot({"nodes": nodes, "replicasets": [rs], "pods": pods, "events": events, "hpas": hpas,
+                          "scaledobjects": scaled}, absent=absent)
+
+
+def feed_cluster(app: SwitchboardApp, snapshot: KubeSnapshot, age_s: float = 0.8) -> None:
+    app.receive(observed(KUBE_SOURCE, snapshot, age_s=age_s))
