@@ -44,13 +44,14 @@ from console.actions import (
     keymap,
     visible_actions,
 )
+from console.actions.rollouts import RolloutDesk, find_rollout
 from console.contexts import Context, ContextError, default_operator
 from console.panes import AuditPane, EnginePane, KeysPane, Pane, ProvidersPane, ReleasesPane, RoutingPane
 from console.panes.keybar import KeyBar, KeyHint
 from console.screens import ActionCommands, Confirmation, ConfirmScreen, HelpRow, HelpScreen, context_badge
 from console.sources.engine import EngineClient
 from console.sources.gateway import GatewayClient
-from console.sources.kube import KubeSource
+from console.sources.kube import KubeSnapshot, KubeSource
 from console.sources.poller import Health, Observed, Poller
 from console.text import clean
 from services.admin_api import GatewayState, ReleaseList, ReleaseState
@@ -81,6 +82,7 @@ class PaneSpec:
     source: str
     show: Callable[[SwitchboardApp, Any, Observed[Any] | None, float], None]
     wide: bool = False  # spans both grid columns; narrow panes sit side by side
+    also: tuple[str, ...] = ()  # other sources whose snapshots redraw it (``show`` reads them from the app)
     rows: int = 1  # the share of the screen's height its grid row gets (fr), against the other rows
 
     @property
@@ -103,7 +105,9 @@ PANES: tuple[PaneSpec, ...] = (  # in digit-key order: 1 jumps to the first
     PaneSpec("audit", AuditPane, "audit", lambda app, pane, o, now: pane.show(o, now), wide=True, rows=2),
     PaneSpec("client-keys", KeysPane, "keys", lambda app, pane, o, now: pane.show(o, now, time.time()), wide=True,
              rows=2),
-    PaneSpec("releases", ReleasesPane, "releases", lambda app, pane, o, now: pane.show(o, now), wide=True, rows=4),
+    PaneSpec("releases", ReleasesPane, "releases",
+             lambda app, pane, o, now: pane.show(app.snapshots["releases"], now, app.rollouts.rows(app.cluster())),
+             wide=True, rows=4, also=(KUBE_SOURCE,)),
 )
 PANE_IDS = tuple(spec.id for spec in PANES)
 NARROW_COLUMN = 48
@@ -220,6 +224,7 @@ class SwitchboardApp(App[int]):
         self.gateway = gateway
         self.engine = engine
         self.kube = kube  # the cluster's watches: pushed, not polled (``KUBE_SOURCE`` snapshots)
+        self.rollouts = RolloutDesk()  # Argo rollouts: the access review's answers, changes sent and not yet observed
         self.readonly = readonly or context.readonly
         self.keys = keymap(dict(keys or {}))
         self.operator = operator
@@ -279,6 +284,7 @@ class SwitchboardApp(App[int]):
         self._render_header()
         self._activate(self.active_pane)
         self._render_all()
+        self._review_rollout_access()  # a first snapshot may have come before the panes existed
         self._check_first_frame()
         self.set_interval(1.0, self._tick)
 
@@ -327,7 +333,15 @@ class SwitchboardApp(App[int]):
             self.redraw(observed.source)
             if observed.source == KUBE_SOURCE:
                 self._render_header()  # the context's name and the SIMULATED mark come with the first snapshot
+                self._review_rollout_access()
             self._check_first_frame()
+
+    def _review_rollout_access(self) -> None:
+        """Asks the cluster which rollout actions this user may take: on its first snapshot and on a context change."""
+        snapshot = self.cluster()
+        if self.kube is not None and snapshot is not None and self.rollouts.needs_review(snapshot):
+            self.run_worker(self.rollouts.review(self.kube, snapshot.context, self._update_bindings),
+                            group="rollout-access", exclusive=True, exit_on_error=False)
 
     def _check_first_frame(self) -> None:
         if self.first_full_frame_s is None and all(o.data is not None for o in self.snapshots.values()):
@@ -355,7 +369,7 @@ class SwitchboardApp(App[int]):
         now = self.clock()
         observed = self.snapshots.get(source)
         for spec in PANES:
-            if spec.source != source:
+            if source != spec.source and source not in spec.also:
                 continue
             try:
                 pane = self.pane(spec.id)
@@ -366,7 +380,7 @@ class SwitchboardApp(App[int]):
             except Exception as exc:
                 log.exception("the %s pane could not show its %s snapshot", spec.id, source)
                 pane.show_health(observed, now, note=f"display failed: {type(exc).__name__}: {exc}")
-        if source in ("gateway", "releases"):
+        if source in ("gateway", "releases", KUBE_SOURCE):
             self._update_bindings()
 
     def _render_all(self) -> None:
@@ -467,20 +481,32 @@ class SwitchboardApp(App[int]):
         release = next((r for r in listing.releases if r.spec.name == name), None) if listing and name else None
         return None if release is None or listing is None else (release, listing.version)
 
+    def cluster(self) -> KubeSnapshot | None:
+        observed = self.snapshots.get(KUBE_SOURCE)
+        return observed.data if observed is not None else None
+
+    def selected_rollout(self) -> tuple[dict[str, Any], KubeSnapshot] | None:
+        key = self.query_one(ReleasesPane).selected_release if self.active_pane == "releases" else None
+        snapshot = self.cluster()
+        rollout = find_rollout(snapshot, key)
+        return None if rollout is None or snapshot is None else (rollout, snapshot)
+
     def action_state(self) -> ActionState:
         state = self.state
         try:
             pool, target = self.selection() if self._mounted else (None, None)
             release = self.selected_release() if self._mounted else None
+            rollout = self.selected_rollout() if self._mounted else None
         except NoMatches:  # shutting down: the panes are gone while Textual still asks which keys apply
-            (pool, target), release = (None, None), None
+            (pool, target), release, rollout = (None, None), None, None
         drained = False
         if state is not None and target is not None:
             drained = next((t.drained for t in state.targets if t.name == target), False)
         return ActionState(readonly=self.readonly, selected_pool=pool, selected_target=target,
                            has_staged=self.staged is not None, target_drained=drained,
                            state_loaded=state is not None, release_phase=release[0].phase if release else None,
-                           release_aborted=bool(release and release[0].aborted))
+                           release_aborted=bool(release and release[0].aborted),
+                           **self.rollouts.state_fields(*(rollout or (None, None))))
 
     # ---- what may run ---------------------------------------------------------------------------
 

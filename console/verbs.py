@@ -2,7 +2,9 @@
 
 Every registry entry with a ``cli`` verb becomes a ``switchboard`` subcommand ("keys create" nests under
 ``keys``). Verbs send exactly what the console's actions send, through the same context (URL, token,
-operator) the console would use. Exit codes: 0 ok, 1 refused or conflict, 2 unreachable or bad usage.
+operator) the console would use. A verb that acts on Kubernetes (``CliVerb.cluster``: ``rollout promote``)
+also gets the context's cluster (its ``kubeconfig`` and ``kube_context``) as ``args.cluster``; a context that
+names no cluster is bad usage. Exit codes: 0 ok, 1 refused, conflict or nothing to do, 2 unreachable or bad usage.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from console.actions import CLI_ACTIONS, Action, UsageError
+from console.actions import CLI_ACTIONS, Action, ClusterTarget, UsageError
 from console.actions.base import say
 from console.contexts import Context, ContextError, default_operator, load_console_config, pick_context
 from console.sources.gateway import AdminError, Conflict, GatewayClient, SourceDown
+from console.sources.kube import KubeConfigError, load_api_client
 
 
 def add_context_options(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +45,12 @@ def run_verb(args: argparse.Namespace, action: Action) -> int:
         say(f"switchboard: context '{context.name}' is read-only", err=True)
         return 1
     run: Callable[[argparse.Namespace, GatewayClient], Awaitable[int]] = action.cli.run
+    if action.cli.cluster:
+        try:
+            args.cluster = _cluster(context)
+        except (ContextError, KubeConfigError) as exc:
+            say(f"switchboard: {exc}", err=True)
+            return 2
 
     async def go() -> int:
         client = GatewayClient(context.admin_url, context.token(), operator, context.timeout_s)
@@ -49,6 +58,8 @@ def run_verb(args: argparse.Namespace, action: Action) -> int:
             return await run(args, client)
         finally:
             await client.aclose()
+            if action.cli is not None and action.cli.cluster:
+                args.cluster.api.close()
 
     try:
         return asyncio.run(go())
@@ -64,6 +75,14 @@ def run_verb(args: argparse.Namespace, action: Action) -> int:
     except AdminError as exc:
         say(f"switchboard: refused ({exc.status}): {exc.message}", err=True)
         return 1
+
+
+def _cluster(context: Context) -> ClusterTarget:
+    """The context's cluster, as the console would watch it (its kubeconfig and kube_context)."""
+    if not context.watches_cluster:
+        raise ContextError(f"context '{context.name}' names no cluster: set its kubeconfig or kube_context")
+    api, kube_context, _ = load_api_client(context.kubeconfig, context.kube_context)
+    return ClusterTarget(api, kube_context, context.namespace)
 
 
 def add_verbs(commands: argparse._SubParsersAction) -> None:

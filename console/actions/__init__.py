@@ -1,7 +1,7 @@
 """Console actions: the registry (console.actions.registry) and one module per domain holding its entries,
 operations, console flows and CLI verbs. What other modules use is re-exported here."""
 
-from console.actions.base import Action, ActionState, CliVerb, ConsoleHost, Danger, UsageError
+from console.actions.base import Action, ActionState, CliVerb, ClusterTarget, ConsoleHost, Danger, UsageError
 from console.actions.overview import health_exit_code
 from console.actions.registry import (
     ACTIONS,
@@ -23,6 +23,7 @@ __all__ = [
     "Action",
     "ActionState",
     "CliVerb",
+    "ClusterTarget",
     "ConsoleHost",
     "Danger",
     "StagedWeights",

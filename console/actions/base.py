@@ -21,7 +21,9 @@ from console.text import clean
 from services.admin_api import GatewayState, ReleaseState
 
 if TYPE_CHECKING:
+    from console.actions.rollouts import RolloutDesk
     from console.actions.routing import StagedWeights
+    from console.sources.kube import KubeSnapshot, KubeSource
 
 
 class Danger(enum.IntEnum):
@@ -42,6 +44,10 @@ class ActionState:
     state_loaded: bool = False
     release_phase: str | None = None  # the selected release's (Releases pane), None when none is selected
     release_aborted: bool = False
+    rollout_phase: str | None = None  # the selected Argo rollout's (Releases pane), None when none is selected
+    rollout_aborted: bool = False
+    rollout_pending: bool = False  # a change sent that the controller has not observed yet
+    rollout_refusals: tuple[tuple[str, str], ...] = ()  # (action, why not): access review, then Argo's rules
 
 
 Precondition = Callable[[ActionState], str | None]
@@ -60,6 +66,15 @@ def _no_arguments(_: argparse.ArgumentParser) -> None:
 
 
 @dataclass(frozen=True)
+class ClusterTarget:
+    """The context's Kubernetes cluster, for a verb that acts on it (``CliVerb.cluster``)."""
+
+    api: Any  # a kubernetes.client.ApiClient for the context's kubeconfig and kube_context
+    context: str  # the kube context's name
+    namespace: str | None  # the console context's namespace
+
+
+@dataclass(frozen=True)
 class CliVerb:
     """The ``switchboard`` subcommand of an action: ``name`` is its words ("drain", "keys create").
 
@@ -72,6 +87,7 @@ class CliVerb:
     help: str
     run: Callable[[argparse.Namespace, GatewayClient], Awaitable[int]]
     arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
+    cluster: bool = False  # acts on the context's cluster: the machinery puts a ClusterTarget in ``args.cluster``
 
 
 class ConsoleHost(Protocol):
@@ -80,6 +96,8 @@ class ConsoleHost(Protocol):
     gateway: GatewayClient
     readonly: bool
     staged: StagedWeights | None
+    kube: KubeSource | None  # the context's cluster (None: none configured)
+    rollouts: RolloutDesk  # access answers and pending marks for Argo rollouts
 
     @property
     def state(self) -> GatewayState | None: ...
@@ -88,6 +106,9 @@ class ConsoleHost(Protocol):
 
     def selected_release(self) -> tuple[ReleaseState, int] | None:
         """The release under the Releases pane's cursor and the state version it was read at."""
+
+    def selected_rollout(self) -> tuple[dict[str, Any], KubeSnapshot] | None:
+        """The Argo rollout under the Releases pane's cursor and the cluster snapshot it was read from."""
 
     def redraw(self, source: str) -> None: ...
 

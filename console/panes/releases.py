@@ -1,10 +1,14 @@
-"""Releases: the gateway's canary releases in the rollout widget (console.panes.rollout), as Argo shows rollouts.
+"""Releases: the gateway's canary releases and the cluster's Argo Rollouts in one rollout widget
+(console.panes.rollout), as Argo shows rollouts.
 
 The figures (gate values against thresholds, step kinds) are formatted by console.actions.releases, so the
-pane, the confirm dialog and ``switchboard release show`` read the same.
+pane, the confirm dialog and ``switchboard release show`` read the same; an Argo rollout's figures come from
+console.rollout_views (``kubectl argo rollouts get rollout``'s rules).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from textual.app import ComposeResult
 
@@ -13,6 +17,7 @@ from console.panes.base import Pane
 from console.panes.format import ms
 from console.panes.rollout import ArmView, GateView, RolloutBoard, RolloutView, TransitionView
 from console.panes.table import KeyedTable
+from console.rollout_views import RolloutRow
 from console.sources.poller import Observed
 from services.admin_api import ArmStats, ReleaseList, ReleaseState
 
@@ -50,8 +55,32 @@ def rollout_view(release: ReleaseState) -> RolloutView:
     )
 
 
+def argo_view(row: RolloutRow) -> RolloutView:
+    """An Argo rollout as the plugin's ``get rollout`` reads: icon + phase, step i/n, SetWeight and ActualWeight,
+    the current AnalysisRun's metrics (✔ ✖ ? ⚠ counts, phase, message), the revision."""
+    gates_title, gates = "", ()
+    if row.analysis is not None:
+        run = row.analysis
+        kind = "background analysis" if run.background else "AnalysisRun"
+        gates_title = f"{kind} {run.name}: {run.phase}" + (f": {run.message}" if run.message else "")
+        gates = tuple(GateView(m.name, m.verdict, m.counts, m.phase, samples=m.message) for m in run.metrics)
+    desired, updated, ready, available = row.replicas
+    weights = "traffic routing" if row.traffic_routing else "replica weights"
+    revision = "-" if row.revision is None else str(row.revision)
+    return RolloutView(
+        key=row.key, name=row.name, phase=row.phase, icon=row.icon, aborted=row.aborted, pending=row.pending,
+        step=row.step, steps_total=row.steps_total, step_kind=row.step_kind, actual_weight=row.actual_weight,
+        desired_weight=row.desired_weight, message=row.message, gates=gates, gates_title=gates_title,
+        gate_columns=("Measured", "Phase"), samples_label="Message",
+        subtitle=(f"Argo rollout {row.namespace}/{row.name} · revision {revision} · {row.strategy}, {weights} · "
+                  f"replicas {desired} desired, {updated} updated, {ready} ready, {available} available"),
+    )
+
+
 class ReleasesPane(Pane):
     TITLE = "Releases"
+
+    _argo: tuple[RolloutRow, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield RolloutBoard(id="releases-board")
@@ -69,18 +98,27 @@ class ReleasesPane(Pane):
         """The name of the release under the cursor."""
         return self.board.selected_key
 
-    def show(self, observed: Observed[ReleaseList], now: float) -> None:
+    def show(self, observed: Observed[ReleaseList], now: float, rollouts: Sequence[RolloutRow] = ()) -> None:
+        """The gateway's releases, then the cluster's Argo rollouts (``rollouts``: none without a cluster)."""
         listing = observed.data
         note = ""
         if listing is not None:
             count = len(listing.releases)
             note = f"v{listing.version} · {count} release{'' if count == 1 else 's'}"
+        if rollouts:
+            note += f"{' · ' if note else ''}{len(rollouts)} Argo rollout{'' if len(rollouts) == 1 else 's'}"
         self.show_health(observed, now, note)
-        if not self.changed(listing, observed.error):
+        argo = tuple(rollouts)
+        if argo == self._argo:
+            argo = self._argo  # equal rows rebuilt from the same snapshot: nothing to redraw
+        self._argo = argo
+        if not self.changed(listing, observed.error, *argo):
             return
-        if listing is None:
+        views = [rollout_view(release) for release in listing.releases] if listing is not None else []
+        views += [argo_view(row) for row in argo]
+        if views:
+            self.board.show(views)
+        elif listing is None:
             self.board.show_empty("waiting for the gateway" if observed.error is None else observed.error)
-        elif not listing.releases:
-            self.board.show_empty("no canary releases (releases: in the gateway config, or POST /admin/releases)")
         else:
-            self.board.show([rollout_view(release) for release in listing.releases])
+            self.board.show_empty("no canary releases (releases: in the gateway config, or POST /admin/releases)")

@@ -91,10 +91,18 @@ class RolloutView:
     arms: tuple[ArmView, ...] = ()
     message: str = ""
     history: tuple[TransitionView, ...] = ()  # any order; drawn newest first
+    icon: str | None = None  # the phase's icon when the source has its own (Argo's plugin: ॥ Paused)
+    pending: bool = False  # a change sent that the controller has not observed yet
+    gate_columns: tuple[str, str] = ("Canary", "Threshold")  # the gates' value and threshold headers
+    gates_title: str = ""  # a line above the gates, e.g. the AnalysisRun's name, phase and message
 
 
-def phase_text(phase: str, aborted: bool = False) -> Text:
-    text = Text(f"{PHASE_ICON.get(phase, '?')} {phase}", style=PHASE_STYLE.get(phase, "bold"))
+def _pending_text() -> Text:
+    return Text(" pending", style="bold magenta")
+
+
+def phase_text(phase: str, aborted: bool = False, icon: str | None = None) -> Text:
+    text = Text(f"{icon or PHASE_ICON.get(phase, '?')} {phase}", style=PHASE_STYLE.get(phase, "bold"))
     if aborted and phase != "Degraded":
         text.append(" (aborted)", style="red")
     return text
@@ -146,11 +154,12 @@ def _table() -> Table:
                  header_style="bold dim", expand=False)
 
 
-def gates_table(gates: Sequence[GateView], samples_label: str = "Samples") -> Table:
+def gates_table(gates: Sequence[GateView], samples_label: str = "Samples",
+                columns: tuple[str, str] = ("Canary", "Threshold")) -> Table:
     table = _table()
     table.add_column("Gate", no_wrap=True)
-    table.add_column("Canary", justify="right", no_wrap=True)
-    table.add_column("Threshold", justify="right", no_wrap=True)
+    table.add_column(safe_text(columns[0]), justify="right", no_wrap=True)
+    table.add_column(safe_text(columns[1]), justify="right", no_wrap=True)
     table.add_column("Verdict", no_wrap=True)
     table.add_column(safe_text(samples_label), style="dim", no_wrap=True, overflow="ellipsis")
     for gate in gates:
@@ -184,13 +193,19 @@ def history_lines(history: Sequence[TransitionView], limit: int = HISTORY_LINES)
 
 def detail(view: RolloutView) -> RenderableType:
     """Everything about one rollout, top to bottom in the order an on-call engineer reads it."""
-    head = Text.assemble(safe_text(view.name, style="bold"), "  ", phase_text(view.phase, view.aborted), "  ",
-                         step_text(view))
+    head = Text.assemble(safe_text(view.name, style="bold"), "  ", phase_text(view.phase, view.aborted, view.icon))
+    if view.pending:
+        head.append_text(_pending_text())
+    head.append("  ")
+    head.append_text(step_text(view))
     head.no_wrap, head.overflow = True, "ellipsis"
     parts: list[RenderableType] = [head, weights_text(view)]
     if view.message:
         parts.append(Text.assemble(("» ", "bold"), safe_text(view.message, style="italic")))
-    parts.append(gates_table(view.gates, view.samples_label) if view.gates else Text("no analysis yet", style="dim"))
+    if view.gates_title:
+        parts.append(safe_text(view.gates_title, style="bold dim"))
+    parts.append(gates_table(view.gates, view.samples_label, view.gate_columns) if view.gates
+                 else Text("no analysis yet", style="dim"))
     if view.arms:
         parts.append(arms_table(view.arm_columns, view.arms))
     if view.subtitle:
@@ -207,7 +222,10 @@ def list_row(view: RolloutView) -> Row:
         weight_cell = Text.assemble((weight, "bold"), (f"→{view.desired_weight}", "yellow"))
     else:
         weight_cell = Text(weight, style="bold")
-    return view.key, (safe_text(view.name, style="bold"), phase_text(view.phase, view.aborted),
+    phase = phase_text(view.phase, view.aborted, view.icon)
+    if view.pending:
+        phase.append_text(_pending_text())
+    return view.key, (safe_text(view.name, style="bold"), phase,
                       f"{view.step}/{view.steps_total}", weight_cell)
 
 
