@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import platform
 import statistics
 import sys
@@ -52,6 +51,7 @@ from console.app import create_app  # noqa: E402
 from console.contexts import Context  # noqa: E402
 from tests.console.harness import EngineStandin, Tmux, console_argv, write_console_config  # noqa: E402
 from tests.gateway_harness import GatewayProcess, fast_settings, openai_target  # noqa: E402
+from tests.perf.procstat import cpu_share, machine_info, rss_mib  # noqa: E402
 from tests.standins import Standin  # noqa: E402
 
 TARGETS, POOLS = 20, 5
@@ -121,32 +121,12 @@ def first_frame_subprocess(argv: list[str]) -> tuple[float, Tmux]:
     return time.perf_counter() - started, tmux
 
 
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
 
 
-def cpu_share(pid: int, seconds: float) -> dict[str, float]:
-    ticks_per_s = os.sysconf("SC_CLK_TCK")
-    start_ticks, start = cpu_ticks(pid), time.monotonic()
-    time.sleep(seconds)
-    used_s = (cpu_ticks(pid) - start_ticks) / ticks_per_s
-    wall = time.monotonic() - start
-    return {"cpu_s": round(used_s, 3), "wall_s": round(wall, 3), "share_of_one_core": round(used_s / wall, 4)}
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
 
 
-def machine_info() -> dict[str, Any]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return {"nproc": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
-            "loadavg_at_start": list(os.getloadavg())}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import base64
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -57,6 +56,7 @@ from services.kubesim.controllers.base import Settings  # noqa: E402
 from services.kubesim.kubeconfig import new_tokens, write_kubeconfig  # noqa: E402
 from services.kubesim.metrics import MetricBoard, Series  # noqa: E402
 from services.kubesim.server import KubeSim  # noqa: E402
+from tests.perf.procstat import cpu_share, machine_info, rss_mib  # noqa: E402
 
 NAMESPACE = "bench"
 NODES, DEPLOYMENTS, REPLICAS, ROLLOUTS, ROLLOUT_REPLICAS = 20, 50, 19, 10, 5
@@ -292,30 +292,12 @@ def watch_fan_out(sim: KubeSimProcess, http: httpx.Client, writes: int) -> dict[
     return {**percentiles(samples), "watchers": WATCHERS, "missed": missed}
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_share(pid: int, seconds: float) -> dict[str, float]:
-    first, began = cpu_seconds(pid), time.monotonic()
-    time.sleep(seconds)
-    used, wall = cpu_seconds(pid) - first, time.monotonic() - began
-    return {"cpu_seconds": round(used, 2), "wall_seconds": round(wall, 2), "share_of_one_core": round(used / wall, 4)}
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
 
 
-def machine_info() -> dict[str, Any]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return {"nproc": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
-            "loadavg_at_start": list(os.getloadavg())}
 
 
 # --- main ----------------------------------------------------------------------------------------------------------
@@ -360,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu = cpu_share(sim.pid, window)
             written = int(http.get("/api/v1/namespaces", params={"limit": "1"}).json()["metadata"][
                 "resourceVersion"]) - revision
-            cpu["controller_writes_per_s"] = round(written / cpu["wall_seconds"], 1)
+            cpu["controller_writes_per_s"] = round(written / cpu["wall_s"], 1)
             cpu["rss_empty_mib"], cpu["rss_mib"] = rss_empty, rss_mib(sim.pid)
             http.close()
         finally:
@@ -410,7 +392,7 @@ def report(r: dict[str, Any]) -> None:
     print(f"{'write -> 10th watcher':<28}{watched['p50_ms']:>10}{watched['p95_ms']:>10}"
           f"   ({watched['n']} writes, {watched['missed']} missed)")
     print(f"\nkubesim CPU at a 1 s tick, no clients: {cpu['share_of_one_core']:.1%} of one core "
-          f"({cpu['cpu_seconds']} s over {cpu['wall_seconds']} s); its controllers wrote "
+          f"({cpu['cpu_s']} s over {cpu['wall_s']} s); its controllers wrote "
           f"{cpu['controller_writes_per_s']} objects/s")
     print(f"kubesim RSS: {cpu['rss_mib']} MiB holding the cluster, {cpu['rss_empty_mib']} MiB empty "
           f"({ratio(cpu['rss_mib'], cpu['rss_empty_mib'])})")
