@@ -167,19 +167,20 @@ class RolloutDesk:
         """The ActionState fields for the selected rollout (none selected: the defaults)."""
         if rollout is None:
             return {}
-        views = rollout_views.rows([rollout], snapshot.objects("analysisruns") if snapshot else [],
-                                   snapshot.objects("replicasets") if snapshot else [], self.marks)
-        view = views[0]
+        meta = rollout.get("metadata") or {}
+        key = rollout_views.rollout_key(str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        view = rollout_views.row(rollout, [], [], self.marks.get(key))  # phase and pending need no runs or sets
         return {"rollout_phase": view.phase, "rollout_aborted": view.aborted, "rollout_pending": view.pending,
                 "rollout_refusals": self.blocked(rollout)}
 
 
 def find_rollout(snapshot: KubeSnapshot | None, key: str | None) -> Obj | None:
-    if snapshot is None or not key or not key.startswith("rollout:"):
+    """The Rollout a Releases row's key names (``rollout:<namespace>/<name>``), looked up, not searched: the
+    key bar asks for every binding on every refresh."""
+    if snapshot is None or not key or not key.startswith("rollout:") or "rollouts" not in snapshot.kinds:
         return None
-    return next((r for r in snapshot.objects("rollouts")
-                 if rollout_views.rollout_key(str((r.get("metadata") or {}).get("namespace") or ""),
-                                              str((r.get("metadata") or {}).get("name") or "")) == key), None)
+    namespace, _, name = key.removeprefix("rollout:").partition("/")
+    return snapshot.kinds["rollouts"].objects.get((namespace, name))
 
 
 # ---- preconditions -----------------------------------------------------------------------------------------------
