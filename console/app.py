@@ -46,7 +46,17 @@ from console.actions import (
 )
 from console.actions.rollouts import RolloutDesk, find_rollout
 from console.contexts import Context, ContextError, default_operator
-from console.panes import AuditPane, EnginePane, KeysPane, Pane, ProvidersPane, ReleasesPane, RoutingPane
+from console.panes import (
+    AuditPane,
+    AutoscalingPane,
+    EnginePane,
+    GpuPodsPane,
+    KeysPane,
+    Pane,
+    ProvidersPane,
+    ReleasesPane,
+    RoutingPane,
+)
 from console.panes.keybar import KeyBar, KeyHint
 from console.screens import ActionCommands, Confirmation, ConfirmScreen, HelpRow, HelpScreen, context_badge
 from console.sources.engine import EngineClient
@@ -108,6 +118,10 @@ PANES: tuple[PaneSpec, ...] = (  # in digit-key order: 1 jumps to the first
     PaneSpec("releases", ReleasesPane, "releases",
              lambda app, pane, o, now: pane.show(app.snapshots["releases"], now, app.rollouts.rows(app.cluster())),
              wide=True, rows=4, also=(KUBE_SOURCE,)),
+    PaneSpec("gpu-pods", GpuPodsPane, KUBE_SOURCE, lambda app, pane, o, now: pane.show(o, now, time.time()),
+             wide=True, rows=2),
+    PaneSpec("autoscaling", AutoscalingPane, KUBE_SOURCE, lambda app, pane, o, now: pane.show(o, now, time.time()),
+             wide=True, rows=2),
 )
 PANE_IDS = tuple(spec.id for spec in PANES)
 NARROW_COLUMN = 48
@@ -605,6 +619,7 @@ class SwitchboardApp(App[int]):
         navigation.append(HelpRow("shift+tab", "Focus the previous pane"))
         navigation.append(HelpRow("↑ ↓", "Select a row (Routing: the target +/- and d/u act on)"))
         navigation.append(HelpRow("shift+↑ ↓", "Releases: scroll the selected release's detail"))
+        navigation.append(HelpRow("/", "GPU pods: filter by pod, workload or node (escape clears)"))
         self.push_screen(HelpScreen(rows, navigation, self.readonly))
 
     def open_palette(self) -> None:

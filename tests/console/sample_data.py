@@ -508,7 +508,7 @@ def seed_cluster(wall: float, *, keda: bool = True) -> KubeSnapshot:
                  created=wall - 5 * hour - 900),
         kube_pod("ai-api-6d5f7c9b8-klmno", owners=owner("ReplicaSet", "ai-api-6d5f7c9b8"), node="cpu-2",
                  ready=False, restarts=7, waiting="CrashLoopBackOff", created=wall - 2 * hour - 900),
-        kube_pod("debug-shell", node="cpu-3", created=wall - 40 * 60 - 30),
+        kube_pod("debug-shell", node="cpu-3", created=wall - 40 * 60 - 5),
     ]
     events = [
         kube_event("ai-api-6d5f7c9b8-klmno", "Unhealthy", "Readiness probe failed: connection refused",
