@@ -2,12 +2,14 @@
 when the test ticks them (an injected clock), and a real gateway whose audit log records each action.
 
 The rollout starts Paused at step 1/4 (setWeight 20 done, an indefinite pause): promote, abort then retry, undo,
-a viewer's disabled keys with the access review's reason, and a prod context's type-the-name confirmation."""
+a viewer's disabled keys with the access review's reason, a prod context's type-the-name confirmation, and an
+audit the gateway cannot take (a warning; the patch stands)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -24,7 +26,7 @@ from services.kubesim.controllers.base import Settings
 from services.kubesim.kubeconfig import write_kubeconfig
 from services.kubesim.server import KubeSim
 from tests.console.pilot_helpers import console_context, type_text, wait_for
-from tests.gateway_harness import VIEWER_TOKEN, auth
+from tests.gateway_harness import VIEWER_TOKEN, auth, free_port
 
 pytestmark = pytest.mark.anyio
 WIDE = (160, 48)
@@ -249,3 +251,18 @@ async def test_a_prod_context_makes_the_operator_type_the_rollouts_name(split_ga
         await wait_for(pilot, lambda: not cluster.rollout()["status"].get("pauseConditions"),
                        what="the promote after typing the name")
     assert [e["action"] for e in kube_audit(split_gateway)] == ["rollout.promote"]
+
+
+async def test_an_audit_that_cannot_be_written_is_a_warning_and_the_patch_stands(cluster: Cluster) -> None:
+    nowhere = SimpleNamespace(url=f"http://127.0.0.1:{free_port()}")  # no gateway: its panes are DOWN
+    app = console(nowhere, cluster)
+    async with app.run_test(size=WIDE) as pilot:
+        await select_rollout(pilot, app)
+        await wait_for(pilot, lambda: app.availability("rollout_promote") is True, what="promote allowed")
+        await pilot.press("O")
+        await confirm_with(pilot, app, "gateway is down")
+        await wait_for(pilot, lambda: any(title == "Audit" for _, title, _ in app.notices), within_s=WITHIN_S,
+                       what="the audit warning")
+    [(severity, message)] = [(s, m) for s, title, m in app.notices if title == "Audit"]
+    assert severity == "warning" and message.startswith("not written to the gateway's audit log")
+    assert not cluster.rollout()["status"].get("pauseConditions")
