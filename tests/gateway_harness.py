@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,13 +18,7 @@ import yaml
 
 from services.gateway.config import parse_config
 from services.gateway.server import build_app, uvicorn_config
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
+from tests.server_process import free_port
 
 OPERATOR_TOKEN = "test-operator-token"
 VIEWER_TOKEN = "test-viewer-token"

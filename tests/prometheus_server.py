@@ -8,28 +8,22 @@ from __future__ import annotations
 
 import http.server
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import httpx
 
+from tests.server_process import ServerProcess, free_port
+
 MISSING = "prometheus is missing: install it with `apt-get install prometheus` (make test does this when run as root)"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class PrometheusServer:
+class PrometheusServer(ServerProcess):
     """``with PrometheusServer(["127.0.0.1:9100"]) as prometheus: ... prometheus.url ...``."""
 
     def __init__(self, targets: list[str] | tuple[str, ...] = (), scrape_interval_s: float = 1.0) -> None:
@@ -37,7 +31,7 @@ class PrometheusServer:
         if binary is None:
             raise RuntimeError(MISSING)
         self.binary, self.targets, self.scrape_interval_s = binary, list(targets), scrape_interval_s
-        self.port = _free_port()
+        self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="switchboard-prometheus-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -107,20 +101,6 @@ class PrometheusServer:
                 self.proc.wait()
         self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def _tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 class GaugeExporter:

@@ -15,18 +15,13 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
+
+from tests.server_process import ServerProcess, free_port
 
 MISSING = (
     "redis-server is missing: install it with `apt-get install redis-server` (make test does this when run as root)"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _pings(port: int) -> bool:
@@ -39,7 +34,7 @@ def _pings(port: int) -> bool:
         return False
 
 
-class RedisServer:
+class RedisServer(ServerProcess):
     """``with RedisServer() as redis: ... redis.url ...``; or ``start()``/``stop()``/``kill()`` by hand."""
 
     def __init__(self, port: int | None = None, data_dir: str | Path | None = None) -> None:
@@ -47,7 +42,7 @@ class RedisServer:
         if binary is None:
             raise RuntimeError(MISSING)
         self.binary = binary
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self._own_dir = data_dir is None
         self.dir = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="switchboard-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -120,17 +115,3 @@ class RedisServer:
         self.stop()
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-    def _tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -20,7 +20,8 @@ import redis.asyncio as aioredis
 from services.gateway.state.base import AuditEntry, ControlState, StateStore, StoreUnavailable
 from services.gateway.state.redis_store import RedisStore
 from services.gateway.state.sqlite_store import SQLiteStore
-from tests.redis_server import RedisServer, _free_port
+from tests.redis_server import RedisServer
+from tests.server_process import free_port
 
 StoreFactory = Callable[[], StateStore]
 
@@ -214,7 +215,7 @@ def test_redis_stores_an_entry_sent_twice_by_the_clients_retry_once(server: Redi
 def test_an_unreachable_store_raises_store_unavailable(backend: str, tmp_path: Path) -> None:
     async def body() -> None:
         store: StateStore = (SQLiteStore(tmp_path / "missing" / "state.db") if backend == "sqlite"
-                             else RedisStore(f"redis://127.0.0.1:{_free_port()}/0"))
+                             else RedisStore(f"redis://127.0.0.1:{free_port()}/0"))
         try:
             with pytest.raises(StoreUnavailable):
                 await store.append_audit(external(0, time.time()))

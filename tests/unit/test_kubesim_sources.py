@@ -25,7 +25,8 @@ from services.kubesim.sources.redis_length import (
     stream_length,
 )
 from tests.prometheus_server import GaugeExporter, PrometheusServer
-from tests.redis_server import RedisServer, _free_port
+from tests.redis_server import RedisServer
+from tests.server_process import free_port
 
 DEADLINE_S = 60.0
 
@@ -103,7 +104,7 @@ def test_a_key_without_a_length_or_a_missing_group_is_a_clear_failure(redis_serv
 
 
 def test_an_unreachable_redis_is_a_failure_naming_where_not_who() -> None:
-    url = f"redis://user:secret@127.0.0.1:{_free_port()}/0"
+    url = f"redis://user:secret@127.0.0.1:{free_port()}/0"
     with pytest.raises(LengthFailed, match=r"127\.0\.0\.1") as failed:
         run(list_length, url, "jobs")
     assert "secret" not in str(failed.value)
@@ -151,7 +152,7 @@ def test_instant_query_refuses_a_bad_query_nan_and_an_unreachable_server(prometh
     with pytest.raises(QueryFailed, match="NaN"):
         run(instant_query, prometheus.url, "nan_gauge")
     with pytest.raises(QueryFailed, match="cannot reach Prometheus"):
-        run(instant_query, f"http://127.0.0.1:{_free_port()}", "up")
+        run(instant_query, f"http://127.0.0.1:{free_port()}", "up")
     with pytest.raises(QueryFailed, match="must give a vector or a scalar"):
         run(instant_query, prometheus.url, "queue_depth[1m]")
 

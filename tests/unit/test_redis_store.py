@@ -14,7 +14,8 @@ import redis.asyncio as aioredis
 
 from services.gateway.state.base import AuditEntry, ControlState, StaleVersion, StoreUnavailable
 from services.gateway.state.redis_store import RedisStore, redact
-from tests.redis_server import RedisServer, _free_port
+from tests.redis_server import RedisServer
+from tests.server_process import free_port
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +240,7 @@ def test_password_is_never_shown() -> None:
     assert redact("redis://host:6379/0") == "redis://host:6379/0"
 
     async def body() -> None:
-        store = RedisStore(f"redis://:secret@127.0.0.1:{_free_port()}/0")  # nothing listens there
+        store = RedisStore(f"redis://:secret@127.0.0.1:{free_port()}/0")  # nothing listens there
         with pytest.raises(StoreUnavailable) as caught:
             await store.load()
         assert "secret" not in str(caught.value) and "redis://:***@127.0.0.1" in str(caught.value)
