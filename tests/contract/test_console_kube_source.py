@@ -4,7 +4,6 @@ list then one watch per kind, resume and relist on 410, absent kinds, DOWN with 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,16 +16,7 @@ from services.kubesim.kubeconfig import write_kubeconfig
 from services.kubesim.store import Store
 from services.kubesim.validation import validate_schema
 from tests.contract.conftest import NAMESPACE, TOKENS, Cluster, pod
-
-DEADLINE_S = 20.0
-
-
-async def until(check: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-    return result
+from tests.waiting import until
 
 
 def names(snapshot: Observed[KubeSnapshot], key: str) -> set[str]:
@@ -47,17 +37,17 @@ def test_lists_then_watches_each_kind_once_and_follows_changes(cluster: Cluster)
         source = KubeSource(str(cluster.kubeconfig), "kubesim", NAMESPACE, updates.append, interval_s=0.05)
         source.start()
         try:
-            first = await until(lambda: source.snapshot().health == Health.LIVE and source.snapshot(), "LIVE")
+            first = await until("LIVE", lambda: source.snapshot().health == Health.LIVE and source.snapshot())
             assert names(first, "pods") == {"before"}
             def watching() -> int:
                 return int(cluster.store(lambda store: len(store.watchers)))
 
-            await until(lambda: watching() == len(KINDS), "one watch per kind")
+            await until("one watch per kind", lambda: watching() == len(KINDS))
             await asyncio.to_thread(cluster.core.create_namespaced_pod, NAMESPACE, pod("after"))
-            await until(lambda: names(source.snapshot(), "pods") == {"before", "after"}, "the new pod")
+            await until("the new pod", lambda: names(source.snapshot(), "pods") == {"before", "after"})
             await asyncio.to_thread(cluster.core.delete_namespaced_pod, "before", NAMESPACE)
-            await until(lambda: names(source.snapshot(), "pods") == {"after"}, "the deletion")
-            await until(lambda: updates and names(updates[-1], "pods") == {"after"}, "on_update with the deletion")
+            await until("the deletion", lambda: names(source.snapshot(), "pods") == {"after"})
+            await until("on_update with the deletion", lambda: updates and names(updates[-1], "pods") == {"after"})
             assert all(w.lists == 1 for w in source.watches)  # followed by watching, never relisted
             assert watching() == len(KINDS)
         finally:
@@ -72,8 +62,8 @@ def test_says_it_is_talking_to_a_simulated_cluster(cluster: Cluster) -> None:
         source = KubeSource(str(cluster.kubeconfig), "kubesim", NAMESPACE, lambda _: None, interval_s=0.05)
         source.start()
         try:
-            await until(lambda: source.simulated, "the SIMULATED mark")
-            snapshot = await until(lambda: (s := source.snapshot()).data is not None and s, "data")
+            await until("the SIMULATED mark", lambda: source.simulated)
+            snapshot = await until("data", lambda: (s := source.snapshot()).data is not None and s)
             assert snapshot.data.server == cluster.sim.url
             assert snapshot.data.context == "kubesim"
         finally:
@@ -101,12 +91,12 @@ def test_a_compacted_version_relists_and_nothing_is_lost(kube: Callable[..., Clu
                             kinds=pods)
         source.start()
         try:
-            await until(lambda: source.snapshot().health == Health.LIVE, "LIVE")
-            await until(lambda: cluster.store(lambda store: len(store.watchers)) == 1, "the watch")
+            await until("LIVE", lambda: source.snapshot().health == Health.LIVE)
+            await until("the watch", lambda: cluster.store(lambda store: len(store.watchers)) == 1)
             await asyncio.to_thread(cluster.store, burst)
-            await until(lambda: source.watches[0].lists >= 2, "a relist after 410 Gone")
+            await until("a relist after 410 Gone", lambda: source.watches[0].lists >= 2)
             expected = {"first"} | {f"burst-{n}" for n in range(20)}
-            await until(lambda: names(source.snapshot(), "pods") == expected, "every pod")
+            await until("every pod", lambda: names(source.snapshot(), "pods") == expected)
             assert source.snapshot().health == Health.LIVE
         finally:
             await source.stop()
@@ -122,8 +112,9 @@ def test_a_kind_the_cluster_does_not_serve_is_absent_not_down(cluster: Cluster) 
                             kinds=kinds)
         source.start()
         try:
-            snapshot = await until(lambda: (s := source.snapshot()).health == Health.LIVE and s.data is not None
-                                   and s.data.kinds["widgets"].absent and s, "widgets absent, pods listed")
+            snapshot = await until("widgets absent, pods listed",
+                                   lambda: (s := source.snapshot()).health == Health.LIVE and s.data is not None
+                                   and s.data.kinds["widgets"].absent and s)
             assert snapshot.health == Health.LIVE
             assert "widgets.example.com: not served by this cluster" == snapshot.data.kinds["widgets"].absent
         finally:
@@ -142,7 +133,7 @@ def test_an_unreachable_cluster_is_down_with_the_reason(cluster: Cluster, tmp_pa
         source = KubeSource(str(path), "kubesim", NAMESPACE, lambda _: None, interval_s=0.05, timeout_s=1.0)
         source.start()
         try:
-            snapshot = await until(lambda: (s := source.snapshot()).health == Health.DOWN and s, "DOWN")
+            snapshot = await until("DOWN", lambda: (s := source.snapshot()).health == Health.DOWN and s)
             assert snapshot.error == f"cannot reach {url}: connection refused"
         finally:
             await source.stop()

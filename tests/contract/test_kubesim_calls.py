@@ -5,7 +5,6 @@ each identity may do, and complete Status bodies for the failures custom resourc
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,21 +13,13 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.contract.conftest import NAMESPACE, Cluster, deployment, rollout
+from tests.waiting import wait_for
 
 ARGO = ("argoproj.io", "v1alpha1")
 DEADLINE_S = 180.0  # bounds a broken run only; on a real cluster it covers pulling the Job's image
 JOB_IMAGE = "busybox:1.36"
 
 
-def wait_for(what: str, check: Callable[[], Any]) -> Any:
-    """Polls ``check`` until it returns something truthy; fails naming ``what`` after the deadline."""
-    end = time.monotonic() + DEADLINE_S
-    while time.monotonic() < end:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def job(name: str) -> dict[str, Any]:
@@ -46,7 +37,7 @@ def completed_pod(cluster: Cluster, name: str) -> client.V1Pod:
         status = batch.read_namespaced_job_status(name, NAMESPACE).status
         return any(c.type == "Complete" and c.status == "True" for c in (status and status.conditions) or [])
 
-    wait_for(f"job {name} to complete", complete)
+    wait_for(f"job {name} to complete", complete, DEADLINE_S)
     (found,) = cluster.core.list_namespaced_pod(NAMESPACE, label_selector=f"job-name={name}").items
     assert found.status.phase == "Succeeded"
     return found

@@ -4,8 +4,6 @@ before anything starts, and the timeline stepped on an injected clock."""
 from __future__ import annotations
 
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +19,13 @@ from services.kubesim.scenario import SHIPPED, ScenarioError, apply, load, sourc
 from services.kubesim.server import KubeApi
 from services.kubesim.timeline import Timeline
 from tests.contract.conftest import TOKENS
+from tests.waiting import wait_for
 
 A100 = "NVIDIA-A100-SXM4-80GB"
 SEED = SHIPPED / "seed.yaml"
 WITHIN_S = 60.0  # a loaded 2-core machine ticks slowly; the wait ends as soon as the state is there
 
 
-def eventually(read: Callable[[], Any], what: str, within_s: float = WITHIN_S) -> Any:
-    """``read()`` once it returns something truthy (polled, not slept on: it returns the moment the state holds)."""
-    deadline = time.monotonic() + within_s
-    while True:
-        value = read()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {within_s:.0f} s")
-        time.sleep(0.2)
 
 
 def test_the_seed_scenario_serves_ai_prod_through_the_official_client(tmp_path: Path) -> None:
@@ -53,9 +42,10 @@ def test_the_seed_scenario_serves_ai_prod_through_the_official_client(tmp_path: 
                 c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])]
             return ready if len(ready) == 3 else []
 
-        assert len(eventually(ready_api_pods, "3 Ready ai-api pods")) == 3
-        vllm = eventually(lambda: (p := core.read_namespaced_pod("vllm-server-0", "ai-prod")).spec.node_name and p,
-                          "vllm-server-0 bound to a node")
+        assert len(wait_for("3 Ready ai-api pods", ready_api_pods, WITHIN_S)) == 3
+        vllm = wait_for("vllm-server-0 bound to a node",
+                        lambda: (p := core.read_namespaced_pod("vllm-server-0", "ai-prod")).spec.node_name and p,
+                        WITHIN_S)
         node = core.read_node(vllm.spec.node_name)
         assert node.metadata.labels["nvidia.com/gpu.product"] == A100
         assert node.status.capacity["nvidia.com/gpu"] == "4"
@@ -76,16 +66,16 @@ def test_the_seed_scenario_serves_ai_prod_through_the_official_client(tmp_path: 
         assert [step["setWeight"] for step in steps if "setWeight" in step] == [1, 10, 50, 100]
         assert [step["pause"]["duration"] for step in steps if "pause" in step] == ["1h", "2h", "4h"]
         assert rollout["spec"]["selector"]["matchLabels"] == {"app": "ai-api", "rollout": "ai-api"}
-        annotations = eventually(lambda: custom.get_namespaced_custom_object(
-            "argoproj.io", "v1alpha1", "ai-prod", "rollouts", "ai-api")["metadata"].get("annotations"),
-            "the timeline's analysis outcomes")
+        annotations = wait_for("the timeline's analysis outcomes", lambda: custom.get_namespaced_custom_object(
+            "argoproj.io", "v1alpha1", "ai-prod", "rollouts", "ai-api")["metadata"].get("annotations"), WITHIN_S)
         assert {annotations[f"{ANALYSIS_OUTCOME_PREFIX}{step}"] for step in (2, 5, 8)} == {"Successful"}
         template = custom.get_namespaced_custom_object("argoproj.io", "v1alpha1", "ai-prod", "analysistemplates",
                                                        "ai-api-analysis")
         assert [m["name"] for m in template["spec"]["metrics"]] == ["error-rate", "latency-p99", "quality-score"]
         board = sim.controllers.board if sim.controllers else None
         assert board is not None
-        sample = eventually(lambda: sim.call(lambda: board.get(Series("ai-prod", "cpu", "ai-api"))), "ai-api's cpu")
+        sample = wait_for("ai-api's cpu", lambda: sim.call(lambda: board.get(Series("ai-prod", "cpu", "ai-api"))),
+                          WITHIN_S)
         assert (sample.value, sample.source) == (0.9, "timeline")
     finally:
         sim.stop()

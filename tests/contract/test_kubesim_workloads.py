@@ -4,15 +4,14 @@ Every wait is on state with a deadline, polled, never a fixed sleep."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from kubernetes import client, watch
 
 from services.kubesim.controllers.base import CRASH_LOOP, READY_SECONDS, RUN_SECONDS, Settings
 from tests.contract.conftest import NAMESPACE, Cluster, add_ready_node, deployment, node, pod
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.kubesim_only(reason="pods run on simulated nodes by kubesim's controllers, at its "
                                               "settings' pace and by its annotations (the images do not exist)")
@@ -22,15 +21,6 @@ DEADLINE = 30.0
 A100 = "NVIDIA-A100-SXM4-80GB"
 
 
-def wait_for(what: str, check: Callable[[], Any]) -> Any:
-    """Polls ``check`` until it returns something truthy; fails naming ``what`` after the deadline."""
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.02)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ board; against a running gateway reached by the official openai SDK, and on its 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from services.kubesim.metrics import Sample, Series
 from services.kubesim.server import KubeSim
 from services.kubesim.sources.gateway import GatewaySource, ScrapeFailed, Totals, parse_totals, rates
 from tests.gateway_harness import RunningGateway, fast_settings, openai_target
+from tests.waiting import wait_for
 
 DEADLINE_S = 30.0
 RATE = Series("ai-prod", "http_requests_per_second", "ai-api")
@@ -80,14 +80,6 @@ def sample(sim: KubeSim, series: Series) -> Sample | None:
     return sim.call(lambda: board.get(series))
 
 
-def wait_for(what: str, check: Callable[[], Any]) -> Any:
-    end = time.monotonic() + DEADLINE_S
-    while time.monotonic() < end:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.02)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def test_requests_through_the_gateway_become_the_workloads_rate_and_a_stopped_gateway_clears_it(

@@ -4,7 +4,6 @@ instant queries against a real prometheus (tests/prometheus_server.py) scraping 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,6 +26,7 @@ from services.kubesim.sources.redis_length import (
 from tests.prometheus_server import GaugeExporter, PrometheusServer
 from tests.redis_server import RedisServer
 from tests.server_process import free_port
+from tests.waiting import until
 
 DEADLINE_S = 60.0
 
@@ -64,12 +64,6 @@ def run(body: Callable[..., Any], *args: Any) -> Any:
     return asyncio.run(body(*args))
 
 
-async def until(check: Callable[[], bool], what: str) -> None:
-    """Waits (on the loop, so the source under test keeps running) until ``check`` holds."""
-    deadline = time.monotonic() + DEADLINE_S
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 # --- Redis -------------------------------------------------------------------------------------------------
@@ -120,13 +114,13 @@ def test_the_redis_source_follows_the_key_and_clears_the_series_when_redis_goes(
         async def body() -> None:
             source = RedisLengthSource(server.url, "queue", series, interval_s=0.05)
             task = asyncio.create_task(source.run(board, lambda: 42.0))
-            await until(lambda: board.get(series) is not None and board.get(series).value == 3, "the length 3")
+            await until("the length 3", lambda: board.get(series) is not None and board.get(series).value == 3)
             sample = board.get(series)
             assert sample is not None and sample.source == "redis" and sample.at == 42.0
             client.rpush("queue", "d")
-            await until(lambda: board.get(series) is not None and board.get(series).value == 4, "the length 4")
+            await until("the length 4", lambda: board.get(series) is not None and board.get(series).value == 4)
             await asyncio.to_thread(server.kill)
-            await until(lambda: board.get(series) is None, "the series to clear")
+            await until("the series to clear", lambda: board.get(series) is None)
             task.cancel()
 
         asyncio.run(body())
@@ -165,18 +159,18 @@ def test_the_prometheus_source_feeds_the_series_and_clears_it_when_the_query_has
     async def body() -> None:
         tasks = [asyncio.create_task(PrometheusSource(prometheus.url, "queue_depth * 2", series, 0.05)
                                      .run(board, lambda: 1.0))]
-        await until(lambda: board.get(series) is not None and board.get(series).value == 14.0, "14")
+        await until("14", lambda: board.get(series) is not None and board.get(series).value == 14.0)
         assert board.get(series).source == "prometheus"  # type: ignore[union-attr]
         gone = Series("inference", "gone", "")
         board.set(gone, 1.0, 0.0, "test")
         tasks.append(asyncio.create_task(PrometheusSource(prometheus.url, "no_such_metric", gone, 0.05)
                                          .run(board, lambda: 1.0)))
-        await until(lambda: board.get(gone) is None, "an empty result to clear the series")
+        await until("an empty result to clear the series", lambda: board.get(gone) is None)
         broken = Series("inference", "broken", "")
         board.set(broken, 1.0, 0.0, "test")
         tasks.append(asyncio.create_task(PrometheusSource(prometheus.url, "sum(", broken, 0.05)
                                          .run(board, lambda: 1.0)))
-        await until(lambda: board.get(broken) is None, "a bad query to clear the series")
+        await until("a bad query to clear the series", lambda: board.get(broken) is None)
         for task in tasks:
             task.cancel()
 
@@ -195,8 +189,8 @@ def test_both_sources_run_under_the_controllers_runner(redis_server: RedisServer
             PrometheusSource(prometheus.url, "queue_depth", waiting, interval_s=0.05)))
         runner.start()
         try:
-            await until(lambda: runner.board.get(queue) is not None and runner.board.get(waiting) is not None,
-                        "both sources' first readings")
+            await until("both sources' first readings",
+                        lambda: runner.board.get(queue) is not None and runner.board.get(waiting) is not None)
             readings = runner.board.get(queue), runner.board.get(waiting)
             assert [reading.value for reading in readings if reading] == [2.0, 7.0]
         finally:
