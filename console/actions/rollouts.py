@@ -42,6 +42,7 @@ from console.sources.rollouts import (
     plan_undo,
     refusals,
 )
+from services.admin_api import ExternalOutcome
 
 Obj = dict[str, Any]
 NOTICE_S = 20
@@ -75,7 +76,7 @@ def target_name(kube_context: str, rollout: Obj) -> str:
 
 @dataclass(frozen=True)
 class Sent:
-    outcome: str  # ok, refused (the cluster said 401/403), failed
+    outcome: ExternalOutcome  # ok, refused (the cluster said 401/403), failed
     detail: list[str]  # the requests sent (ok) or attempted
     problem: str = ""  # why not, as the cluster said it
     reachable: bool = True  # False: no answer from the cluster
@@ -96,7 +97,7 @@ async def send(api: client.ApiClient | None, plan: Plan) -> Sent:
     try:
         return Sent("ok", await asyncio.to_thread(apply, api, plan))
     except ApiException as exc:
-        outcome = "refused" if exc.status in (401, 403) else "failed"
+        outcome: ExternalOutcome = "refused" if exc.status in (401, 403) else "failed"
         return Sent(outcome, plan.describe(), _api_message(exc), reachable=exc.status is not None and exc.status > 0)
     except urllib3.exceptions.HTTPError as exc:
         return Sent("failed", plan.describe(), f"cannot reach the cluster: {describe(exc)}", reachable=False)
@@ -106,8 +107,7 @@ async def record(gateway: GatewayClient, target: str, plan: Plan, reason: str, s
     """Writes the attempt to the gateway's audit log; returns a warning when that failed (the patch stands)."""
     detail = sent.detail + ([f"error: {sent.problem}"] if sent.problem else [])
     try:
-        await gateway.record_external("kubernetes", f"rollout.{plan.action}", target, reason, detail,
-                                      sent.outcome)  # type: ignore[arg-type]
+        await gateway.record_external("kubernetes", f"rollout.{plan.action}", target, reason, detail, sent.outcome)
     except SourceDown as exc:
         return f"not written to the gateway's audit log: {exc}"
     except AdminError as exc:
