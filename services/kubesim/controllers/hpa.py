@@ -31,9 +31,9 @@ from services.kubesim.controllers.base import Context, condition, set_condition
 from services.kubesim.discovery import ResourceKind
 from services.kubesim.errors import ApiError
 from services.kubesim.metrics import Series
-from services.kubesim.quantity import parse_quantity
 from services.kubesim.selectors import label_selector
 from services.kubesim.store import Obj, Store
+from services.quantity import parse_quantity
 
 LOG = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import logging
 from decimal import Decimal
 
 from services.kubesim.controllers.base import Context, is_terminal, set_condition
-from services.kubesim.quantity import parse_exact as parse_quantity
 from services.kubesim.store import Obj
+from services.quantity import parse_exact as parse_quantity
 
 LOG = logging.getLogger(__name__)
 RESOURCES = ("cpu", "memory", "nvidia.com/gpu")

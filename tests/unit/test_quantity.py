@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.kubesim.quantity import parse_exact, parse_quantity
+from services.quantity import parse_exact, parse_quantity
 
 
 @pytest.mark.parametrize(("text", "value"), [
