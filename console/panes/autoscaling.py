@@ -111,16 +111,22 @@ class AutoscalingPane(Pane):
         self.show_health(observed, now, note)
         if not self.changed(snapshot, observed.error if observed else None, int(wall_time // 60)):
             return
+        view = None
         if observed is None:
             content: Group | Text = Text(NO_CLUSTER, style="dim")
         elif snapshot is None:
             content = safe_text("waiting for the cluster" if observed.error is None else observed.error, style="dim")
         else:
-            content = render_view(autoscaling_view(snapshot, wall_time))  # type: ignore[arg-type]
+            view = autoscaling_view(snapshot, wall_time)  # type: ignore[arg-type]
+            if view == self._view:
+                return  # a new snapshot, the same figures: re-rendering every entry (and the layout) costs CPU
+            content = render_view(view)
+        self._view = view
         self._plain = _plain(content)
         self.query_one("#autoscaling-entries", Static).update(content)
 
     _plain = ""
+    _view: AutoscalingView | None = None
 
 
 def _plain(content: Group | Text) -> str:
