@@ -28,10 +28,33 @@ from tests.console.test_e2e_cluster_tmux import (
     start_console,
 )
 
+PANES = ("6 Releases", "7 GPU pods", "8 Autoscaling")
+
 
 def show(title: str, text: str) -> None:
     print(f"\n===== {title} =====")
     print("\n".join(line.rstrip() for line in text.rstrip().splitlines()), flush=True)
+
+
+def panes(screen: str, titles: tuple[str, ...] = PANES) -> str:
+    """The header line and the named (full-width) panes' boxes from a capture, their empty lines left out."""
+    lines = screen.splitlines()
+    kept = lines[:1]
+    for title in titles:
+        start = next(i for i, line in enumerate(lines) if line.startswith(f"╭─ {title}"))
+        end = next(i for i in range(start, len(lines)) if lines[i].startswith("╰"))
+        kept += [line for line in lines[start:end + 1] if line.strip("│ ")]
+    return "\n".join(kept)
+
+
+def dialog(screen: str) -> str:
+    """The modal dialog's box (drawn with █ over the panes, from its █▀ top edge to its █▄ bottom) from a capture."""
+    lines = screen.splitlines()
+    top = next(i for i, line in enumerate(lines) if "█▀" in line)
+    bottom = next(i for i in range(top, len(lines)) if "█▄" in lines[i])
+    left = lines[top].index("█▀")
+    width = lines[top].rindex("█") + 1 - left
+    return "\n".join(line[left:left + width] for line in lines[top:bottom + 1])
 
 
 def flow(stack: Stack) -> None:
@@ -39,18 +62,19 @@ def flow(stack: Stack) -> None:
     deploy_new_revision(stack)
     screen, load = scale_up(stack)
     show(f"the console during the load spike ({len(load.answers)} chat completions through the gateway with the "
-         f"client key, {len(load.errors)} errors): GPU pods (7), Autoscaling (8), Releases (6)", screen)
-    dialog, screen = promote(stack, "e2e promote")
-    show("the promote dialog (O)", dialog)
-    show("after the promote", screen)
-    dialog, screen = abort(stack, "e2e abort")
-    show("the abort dialog (X)", dialog)
-    show("after the abort", screen)
+         f"client key, {len(load.errors)} errors)", panes(screen))
+    asked, screen = promote(stack, "e2e promote")
+    show("Releases (6), ai-api selected, O: the promote dialog", dialog(asked))
+    show("after the promote", panes(screen, ("4 Audit", *PANES)))
+    asked, screen = abort(stack, "e2e abort")
+    show("X: the abort dialog", dialog(asked))
+    show("after the abort", panes(screen, ("4 Audit", "6 Releases")))
     status = stack.rollout()["status"]
     show("kubectl get rollout ai-api -n ai-prod -o json: status (abbreviated)", json.dumps(
         {key: status.get(key) for key in ("phase", "message", "abort", "currentStepIndex", "stableRS",
                                           "currentPodHash")}, indent=2))
     show("kubectl get hpa -n ai-prod", stack.kubectl("get", "hpa"))
+    show("the HPA's SuccessfulRescale events", "\n".join(stack.rescales()))
     for entry in stack.kubernetes_audit():
         show(f"audit: {entry['action']} on {entry['target']} by {entry['operator']}: {entry['reason']} "
              f"({entry['after']['outcome']})", "\n".join(entry["after"]["detail"]))

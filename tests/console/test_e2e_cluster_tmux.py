@@ -124,6 +124,12 @@ class Stack:
     def rollout(self) -> dict[str, Any]:
         return json.loads(self.kubectl("get", "rollout", ROLLOUT, "-o", "json"))
 
+    def rescales(self) -> list[str]:
+        """The HPA controller's SuccessfulRescale events' messages (``New size: 7; reason: ...``), oldest first."""
+        events = json.loads(self.kubectl("get", "events", "-o", "json"))["items"]
+        return [e["message"] for e in sorted(events, key=lambda e: e.get("lastTimestamp") or "")
+                if e.get("reason") == "SuccessfulRescale" and e["involvedObject"]["name"] == "ai-api-hpa"]
+
     def kubernetes_audit(self) -> list[dict[str, Any]]:
         """The gateway's audit entries of kind kubernetes, oldest first (GET /admin/audit with the viewer token)."""
         response = httpx.get(self.gateway_url + "/admin/audit",
@@ -238,6 +244,8 @@ def test_load_scales_up_and_a_rollout_is_promoted_then_aborted_from_the_console(
         deploy_new_revision(stack)
         _, load = scale_up(stack)
         assert load.answers and set(load.answers) == {"Hello from the stand-in"}, load.errors[:3]
+        assert any(re.fullmatch(r"New size: ([4-9]|1\d|20); reason: .*above target", m) for m in stack.rescales()), \
+            stack.rescales()
 
         promote(stack, "e2e promote")
         status = stack.rollout()["status"]
