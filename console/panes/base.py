@@ -56,9 +56,11 @@ class Pane(Vertical):
 
     def changed(self, *shown: object) -> bool:
         """Whether the body must be redrawn: False when it already shows these very objects (the 1 s tick
-        and repeated snapshots then only touch the title)."""
+        and repeated snapshots then only touch the title). Numbers (the wall clock's minute) are compared by value:
+        ``int(t // 60)`` is a new object each call."""
         if self._shown is not None and len(shown) == len(self._shown) and all(
-                a is b for a, b in zip(shown, self._shown, strict=True)):
+                a is b or (type(a) is int and type(b) is int and a == b)
+                for a, b in zip(shown, self._shown, strict=True)):
             return False
         self._shown = shown
         return True
