@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable
@@ -116,7 +117,10 @@ class Stack:
         return (self.state / name).read_text().strip()
 
     def kubectl(self, *args: str) -> str:
-        result = subprocess.run(["kubectl", "--kubeconfig", self.kubeconfig, "-n", NAMESPACE, *args],
+        kubectl = shutil.which("kubectl")
+        assert kubectl, "kubectl is required to read the simulated cluster and is not installed " \
+                        "(apt-get install kubernetes-client)"
+        result = subprocess.run([kubectl, "--kubeconfig", self.kubeconfig, "-n", NAMESPACE, *args],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
         return result.stdout
@@ -222,7 +226,8 @@ def promote(stack: Stack, reason: str) -> tuple[str, str]:
 
 
 def abort(stack: Stack, reason: str) -> tuple[str, str]:
-    dialog = confirm(stack, "X", lambda s: "kubesim/ai-prod/rollouts/ai-api: abort" in s and "abort" in s,
+    """X on the selected ai-api: traffic back to stable; the rollout shows ✖ Degraded once kubesim aborted it."""
+    dialog = confirm(stack, "X", lambda s: "kubesim/ai-prod/rollouts/ai-api: abort" in s and '"abort": true' in s,
                      "the abort dialog with its patch", reason)
     screen = stack.tmux.wait_for(lambda s: "✖ Degraded" in s and "pending" not in s, "ai-api Degraded (aborted)",
                                  within_s=WITHIN_S)
