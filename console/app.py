@@ -629,11 +629,11 @@ class SwitchboardApp(App[int]):
         self.exit()
 
     def ask_confirmation(self, title: str, change: str, danger: Danger, confirm_name: str,
-                         then: Callable[[str | None], None]) -> None:
+                         then: Callable[[str | None], None], warning: str = "") -> None:
         c = self.context
         confirmation = Confirmation(title=title, change=change, danger=danger, context=c.name,
                                     context_color=c.color, prod=c.prod,
-                                    type_to_confirm=confirm_name if c.prod else None)
+                                    type_to_confirm=confirm_name if c.prod else None, warning=warning)
         self.push_screen(ConfirmScreen(confirmation), then)
 
     def run_write(self, write: Coroutine[Any, Any, None]) -> None:

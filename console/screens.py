@@ -43,6 +43,7 @@ class Confirmation:
     context_color: str
     prod: bool = False
     type_to_confirm: str | None = None  # prod contexts: the pool or target name
+    warning: str = ""  # what the change takes away, in the action's own words (destructive actions)
 
 
 class ConfirmScreen(ModalScreen[str | None]):
@@ -73,9 +74,9 @@ class ConfirmScreen(ModalScreen[str | None]):
         with Vertical(id="dialog") as dialog:
             dialog.border_title = safe_text(c.title)
             yield Static(Text.assemble("context ", context_badge(c.context, c.context_color, c.prod)), id="where")
-            yield Static(safe_text(c.change), id="change")
-            if c.danger >= Danger.DESTRUCTIVE:
-                yield Static(Text("This takes capacity away: the target gets no new requests.", style="bold red"))
+            yield Static(Text("\n").join(safe_text(line) for line in c.change.splitlines()), id="change")
+            if c.warning:
+                yield Static(safe_text(c.warning, "bold red" if c.danger >= Danger.DESTRUCTIVE else "bold"))
             yield Label("Reason (recorded in the audit log)")
             yield Input(placeholder="why this change?", id="reason", max_length=500)
             if c.type_to_confirm:

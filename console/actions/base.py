@@ -116,8 +116,9 @@ class ConsoleHost(Protocol):
                timeout: float | None = None, markup: bool = False) -> None: ...
 
     def ask_confirmation(self, title: str, change: str, danger: Danger, confirm_name: str,
-                         then: Callable[[str | None], None]) -> None:
-        """Show the confirm dialog; ``then`` gets the reason typed, or None when cancelled."""
+                         then: Callable[[str | None], None], warning: str = "") -> None:
+        """Show the confirm dialog (``change`` may hold several lines; ``warning`` says what a destructive
+        action takes away); ``then`` gets the reason typed, or None when cancelled."""
 
     def run_write(self, write: Coroutine[Any, Any, None]) -> None:
         """Run a confirmed write in the background; writes are greyed until it ends, then sources refresh."""

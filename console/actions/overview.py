@@ -7,6 +7,7 @@ from datetime import datetime
 
 from console.actions.base import Action, CliVerb, say
 from console.sources.gateway import GatewayClient, SourceDown
+from console.views.audit import describe
 from services.admin_api import GatewayState
 
 
@@ -54,7 +55,7 @@ async def cli_audit(args: argparse.Namespace, client: GatewayClient) -> int:
     for e in page.entries:
         when = datetime.fromtimestamp(e.time).astimezone().strftime("%Y-%m-%d %H:%M:%S")
         say(f"v{e.version:<4} {when}  {e.operator or '-'} ({e.actor})  {e.action} {e.target}: "
-            f"{e.before} -> {e.after}  reason: {e.reason}")
+            f"{describe(e)}  reason: {e.reason}")
     return 0
 
 

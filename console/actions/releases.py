@@ -197,6 +197,7 @@ def _confirm_action(host: ConsoleHost, entry: Action, verb: str) -> None:
         operation=lambda reason: gateway.release_action(name, verb, version, reason),
         done=f"{verb}: release {name}",
         on_success=_nothing,
+        warning="The canary's weight goes to 0 at once; its callers go back to stable." if verb == "abort" else "",
     ))
 
 

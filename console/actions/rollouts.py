@@ -220,7 +220,8 @@ def _confirm(host: ConsoleHost, entry: Action, action: str) -> None:
             return
         host.run_write(_write(host, kube, desk, gateway, plan, rollout, target, reason, entry))
 
-    host.ask_confirmation(entry.description, change, entry.danger, plan.name, confirmed)
+    warning = "Traffic goes back to stable; the canary is scaled down." if plan.action == "abort" else ""
+    host.ask_confirmation(entry.description, change, entry.danger, plan.name, confirmed, warning)
 
 
 async def _write(host: ConsoleHost, kube: Any, desk: RolloutDesk, gateway: GatewayClient, plan: Plan, rollout: Obj,

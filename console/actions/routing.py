@@ -185,6 +185,7 @@ def _drain(host: ConsoleHost, drained: bool) -> None:
         done=f"{verb}ed target {target}",
         on_success=_adopt,
         on_conflict=_drop_staged,
+        warning="This takes capacity away: the target gets no new requests." if drained else "",
     ))
 
 

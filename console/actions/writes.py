@@ -31,6 +31,7 @@ class WriteRequest:
     done: str  # the notice when it worked
     on_success: Callable[[ConsoleHost, Any], None]  # given the operation's answer
     on_conflict: Callable[[ConsoleHost], None] = _nothing  # before the 409's current state is shown
+    warning: str = ""  # what a destructive change takes away, shown in red in the dialog
 
 
 def confirm_then_write(host: ConsoleHost, request: WriteRequest) -> None:
@@ -40,7 +41,8 @@ def confirm_then_write(host: ConsoleHost, request: WriteRequest) -> None:
             return
         host.run_write(perform_write(host, request, reason))
 
-    host.ask_confirmation(request.title, request.change, request.danger, request.confirm_name, confirmed)
+    host.ask_confirmation(request.title, request.change, request.danger, request.confirm_name, confirmed,
+                          request.warning)
 
 
 async def perform_write(host: ConsoleHost, request: WriteRequest, reason: str) -> None:

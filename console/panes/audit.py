@@ -1,8 +1,7 @@
-"""Audit: the latest admin changes, newest first: time, operator, action, target, reason, before -> after."""
+"""Audit: the latest admin changes and the console's cluster actions, newest first: time, operator, action,
+target, reason, and what changed (console/views/audit.py words it)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from textual.app import ComposeResult
 
@@ -11,6 +10,7 @@ from console.panes.format import utc_time
 from console.panes.table import KeyedTable, Row
 from console.sources.poller import Observed
 from console.text import safe_text
+from console.views.audit import describe
 from services.admin_api import AuditPage, AuditRecord
 
 COLUMNS = (
@@ -49,33 +49,6 @@ class AuditPane(Pane):
             self.body.sync([_row(entry) for entry in page.entries])
 
 
-def change(before: Any, after: Any) -> str:
-    """``a 50->70, b 50->30`` for weights, ``drained false->true`` for drains, ``created key 'svc' (paid)``
-    for a record that appears (``deleted ...`` when it goes), else ``before -> after``."""
-    if before is None and isinstance(after, dict):
-        return f"created {_record(after)}"
-    if after is None and isinstance(before, dict):
-        return f"deleted {_record(before)}"
-    if isinstance(before, dict) and isinstance(after, dict):
-        keys = list(dict.fromkeys([*before, *after]))
-        parts = [f"{k} {_v(before.get(k))}->{_v(after.get(k))}" for k in keys if before.get(k) != after.get(k)]
-        return ", ".join(parts) or "no change"
-    return f"{_v(before)} -> {_v(after)}"
-
-
-def _record(record: dict[str, Any]) -> str:
-    name = record.get("name")
-    if name is None:
-        return "record"
-    return f"'{name}'" + (f" ({record['tier']})" if "tier" in record else "")
-
-
-def _v(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "-" if value is None else str(value)
-
-
 def _row(entry: AuditRecord) -> Row:
     action_style = ACTION_STYLE.get(entry.action, "")
     cells = (
@@ -84,6 +57,6 @@ def _row(entry: AuditRecord) -> Row:
         safe_text(entry.action, style=action_style),
         safe_text(entry.target),
         safe_text(entry.reason),
-        safe_text(change(entry.before, entry.after)),
+        safe_text(describe(entry)),
     )
-    return f"v{entry.version}", cells
+    return f"{entry.kind}:{entry.version}:{entry.time!r}", cells  # an external entry shares its version
