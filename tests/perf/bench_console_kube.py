@@ -28,6 +28,7 @@ Run from the repository root with the project's Python::
 
     python tests/perf/bench_console_kube.py           # about 3 minutes
     python tests/perf/bench_console_kube.py --quick   # about a minute, rough figures
+    python tests/perf/bench_console_kube.py --age-s 60  # pods past a minute old: their ages stop ticking
 """
 
 from __future__ import annotations
@@ -286,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a 10 s CPU window and 20 presses of each kind")
     parser.add_argument("--cpu-seconds", type=float, default=None, help="CPU measurement window (default 30)")
     parser.add_argument("--presses", type=int, default=None, help="presses of each kind (default 50)")
+    parser.add_argument("--age-s", type=float, default=0.0,
+                        help="let the loaded pods run this long first (past 60 s their ages stop changing each second)")
     parser.add_argument("--profile", action="store_true", help="run the console under cProfile; report its top")
     parser.add_argument("--console", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -320,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         load(api)
         with sim.http() as http:
             settle_s, phases = settle(http, expected)
+        time.sleep(args.age_s)
         writer = Writer(sim, WRITES_PER_S)
         writer.start()
         stack.callback(writer.stop)
@@ -335,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": {"python": platform.python_version(), "textual": textual.__version__},
         "options": {"pods": expected, "hpas": DEPLOYMENTS, "rollouts": ROLLOUTS, "nodes": NODES,
                     "refresh_s": 1.0, "cpu_seconds": window, "presses": presses, "writes_per_s": WRITES_PER_S,
+                    "age_s": args.age_s,
                     "cpu_terminal": "headless {}x{}".format(*CPU_SIZE),
                     "keys_terminal": "headless {}x{}".format(*KEYS_SIZE)},
         "cluster": {"settle_s": round(settle_s, 1), "pods_by_phase": phases, "writes": writes},
