@@ -227,7 +227,8 @@ def promote(stack: Stack, reason: str) -> tuple[str, str]:
 
 def abort(stack: Stack, reason: str) -> tuple[str, str]:
     """X on the selected ai-api: traffic back to stable; the rollout shows ✖ Degraded once kubesim aborted it."""
-    dialog = confirm(stack, "X", lambda s: "kubesim/ai-prod/rollouts/ai-api: abort" in s and '"abort": true' in s,
+    dialog = confirm(stack, "X", lambda s: "kubesim/ai-prod/rollouts/ai-api: abort" in s  # the patch wraps at 72
+                     and '(merge): {"status": {"abort":' in s and "Traffic goes back to stable" in s,
                      "the abort dialog with its patch", reason)
     screen = stack.tmux.wait_for(lambda s: "✖ Degraded" in s and "pending" not in s, "ai-api Degraded (aborted)",
                                  within_s=WITHIN_S)
