@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import statistics
 import sys
@@ -51,7 +50,7 @@ from console.app import create_app  # noqa: E402
 from console.contexts import Context  # noqa: E402
 from tests.console.harness import EngineStandin, Tmux, console_argv, write_console_config  # noqa: E402
 from tests.gateway_harness import GatewayProcess, fast_settings, openai_target  # noqa: E402
-from tests.perf.procstat import cpu_share, machine_info, rss_mib  # noqa: E402
+from tests.perf.procstat import cpu_share, machine_info, rss_mib, save_result  # noqa: E402
 from tests.standins import Standin  # noqa: E402
 
 TARGETS, POOLS = 20, 5
@@ -196,10 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": cpu["share_of_one_core"] < CPU_GOAL,
     }
     report(result)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    for name in (f"console-{result['utc']}.json", "console-latest.json"):
-        (RESULTS_DIR / name).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwritten: {RESULTS_DIR / ('console-' + result['utc'] + '.json')}")
+    save_result(RESULTS_DIR, "console", result)
     return 0
 
 

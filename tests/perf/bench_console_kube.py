@@ -73,7 +73,7 @@ from tests.perf.bench_kubesim import (  # noqa: E402
     load,
     settle,
 )
-from tests.perf.procstat import cpu_share, machine_info, rss_mib  # noqa: E402
+from tests.perf.procstat import cpu_share, machine_info, ratio, rss_mib, save_result  # noqa: E402
 
 CPU_GOAL = 0.05
 P99_GOAL_MS = 50.0
@@ -352,15 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         "keys_p99": all(figures["p99_ms"] <= P99_GOAL_MS for figures in loaded["keys"].values()),
     }
     report(result)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    for name in (f"console-kube-{result['utc']}.json", "console-kube-latest.json"):
-        (RESULTS_DIR / name).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwritten: {RESULTS_DIR / ('console-kube-' + result['utc'] + '.json')}")
+    save_result(RESULTS_DIR, "console-kube", result)
     return 0
 
-
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.1f}x" if b else "-"
 
 
 def report(r: dict[str, Any]) -> None:

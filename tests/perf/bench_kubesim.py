@@ -56,7 +56,7 @@ from services.kubesim.controllers.base import Settings  # noqa: E402
 from services.kubesim.kubeconfig import new_tokens, write_kubeconfig  # noqa: E402
 from services.kubesim.metrics import MetricBoard, Series  # noqa: E402
 from services.kubesim.server import KubeSim  # noqa: E402
-from tests.perf.procstat import cpu_share, machine_info, rss_mib  # noqa: E402
+from tests.perf.procstat import cpu_share, machine_info, ratio, rss_mib, save_result  # noqa: E402
 
 NAMESPACE = "bench"
 NODES, DEPLOYMENTS, REPLICAS, ROLLOUTS, ROLLOUT_REPLICAS = 20, 50, 19, 10, 5
@@ -365,15 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": cpu,
     }
     report(result)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    for name in (f"kubesim-{result['utc']}.json", "kubesim-latest.json"):
-        (RESULTS_DIR / name).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwritten: {RESULTS_DIR / ('kubesim-' + result['utc'] + '.json')}")
+    save_result(RESULTS_DIR, "kubesim", result)
     return 0
 
-
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.1f}x" if b else "-"
 
 
 def report(r: dict[str, Any]) -> None:

@@ -1,7 +1,9 @@
-"""What the benchmarks read about a process and the machine from /proc: CPU time, RSS, the CPU model."""
+"""What the benchmarks share: what they read about a process and the machine from /proc (CPU time, RSS, the CPU
+model), and how they print ratios and save their results."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -35,3 +37,19 @@ def machine_info() -> dict[str, Any]:
                   if line.startswith("model name")), platform.processor())
     return {"nproc": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
             "loadavg_at_start": list(os.getloadavg())}
+
+
+def ratio(a: float, b: float) -> str:
+    """``a`` against ``b`` as the reports print it: ``3.3x``, or ``-`` when ``b`` is zero."""
+    return f"{a / b:.1f}x" if b else "-"
+
+
+def save_result(results_dir: Path, benchmark: str, result: dict[str, Any]) -> Path:
+    """Writes ``<benchmark>-<utc>.json`` and ``<benchmark>-latest.json``; prints and returns the first."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2) + "\n"
+    stamped = results_dir / f"{benchmark}-{result['utc']}.json"
+    for path in (stamped, results_dir / f"{benchmark}-latest.json"):
+        path.write_text(text)
+    print(f"\nwritten: {stamped}")
+    return stamped
