@@ -161,8 +161,11 @@ def apply(scenario: Scenario, store: Store, registry: Registry) -> None:
     for node in scenario.nodes:
         _create(store, registry, node, f"{scenario.path}: cluster.nodes (node {node['metadata']['name']})")
         if nodes.status:  # .status is ignored on create: the node's capacity is its status
-            name = node["metadata"]["name"]
-            store.replace(nodes, "", name, {**store.get(nodes, "", name), "status": node["status"]}, "status")
+            name, now = node["metadata"]["name"], datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            stamped = [{**condition, "lastHeartbeatTime": now, "lastTransitionTime": now}
+                       for condition in node["status"]["conditions"]]
+            status = {**node["status"], "conditions": stamped}
+            store.replace(nodes, "", name, {**store.get(nodes, "", name), "status": status}, "status")
     for obj, origin in zip(scenario.objects, scenario.origins, strict=True):
         _create(store, registry, obj, origin)
 
@@ -291,7 +294,8 @@ class _Checker:
 
     @staticmethod
     def _node(name: str, pool: str, capacity: dict[str, str], labels: dict[str, str], gpu: bool) -> Obj:
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        """The Node as the scenario describes it; ``apply`` stamps its condition times when it creates it, so a
+        loaded scenario is the same data whenever it is read."""
         node: Obj = {
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
@@ -301,8 +305,7 @@ class _Checker:
             "status": {
                 "capacity": capacity, "allocatable": dict(capacity),
                 "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                                "message": "kubelet is posting ready status (simulated)",
-                                "lastHeartbeatTime": now, "lastTransitionTime": now}],
+                                "message": "kubelet is posting ready status (simulated)"}],
                 "nodeInfo": {"machineID": name, "systemUUID": name, "bootID": name, "kernelVersion": "6.1.0-kubesim",
                              "osImage": "kubesim (simulated)", "containerRuntimeVersion": "kubesim://1.0",
                              "kubeletVersion": KUBE_VERSION["gitVersion"], "kubeProxyVersion": "",
