@@ -456,3 +456,60 @@ class ReleaseState(BaseModel):
 class ReleaseList(BaseModel):
     version: int
     releases: list[ReleaseState]
+
+
+# ---- batch queue (``/admin/queue``, ``/admin/batches``) -------------------------------------------
+
+BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling",
+                      "cancelled"]
+
+
+class QueueWorker(BaseModel):
+    """One consumer of a stream's group, as XINFO CONSUMERS reports it."""
+
+    name: str
+    pending: int  # entries it holds, delivered and not yet acknowledged
+    idle_s: float  # since its last read or claim
+
+
+class QueueStream(BaseModel):
+    """One endpoint's stream and its consumer group."""
+
+    endpoint: str  # "chat" or "completions"
+    stream: str  # the Redis key
+    length: int  # entries not yet finished (finished entries are acknowledged and deleted)
+    pending: int  # delivered to a worker and not yet acknowledged
+    oldest_age_s: float | None  # age of the oldest unfinished entry; None when empty
+    workers: list[QueueWorker]
+    completed_per_s: float  # results written (done or failed), over the last minute
+    retries_total: int  # requests tried again (after an error or a claim), since the stream was created
+
+
+class BatchProgress(BaseModel):
+    """A batch as the console shows it; ``owner`` is the client key's name (None in open mode)."""
+
+    id: str
+    endpoint: str  # "/v1/chat/completions" or "/v1/completions", as OpenAI names it
+    status: BatchStatus
+    total: int
+    completed: int
+    failed: int
+    created_at: float
+    owner: str | None = None
+    description: str | None = None  # metadata["description"], when the client gave one
+
+
+class QueueSnapshot(BaseModel):
+    """``GET /admin/queue``: every stream, and the batches not yet finished plus those finished in the last hour."""
+
+    enabled: bool  # False: no batch.redis_url configured; ``reason`` says so
+    reason: str | None = None  # why the queue cannot be read (not enabled, Redis down), without credentials
+    streams: list[QueueStream] = []
+    batches: list[BatchProgress] = []
+
+
+class BatchCancel(BaseModel):
+    """``POST /admin/batches/{id}/cancel``: stop a batch (audited as batch.cancel)."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: Reason

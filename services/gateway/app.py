@@ -43,6 +43,7 @@ async def _respond(send: Send, status: int, body: bytes, content_type: bytes = J
 
 
 ADMIN_PREFIX = "/admin"
+BATCH_PREFIXES = ("/v1/files", "/v1/batches")
 SESSION_HEADER = "x-switchboard-session"  # keeps a conversation on one arm of a canary release
 
 
@@ -51,10 +52,12 @@ class GatewayApp:
 
     def __init__(self, gateway: Gateway, control: ControlPlane, tokens: TokenSet, serve_admin: bool = True) -> None:
         from services.gateway.admin import build_admin_app
+        from services.gateway.batch_api import build_batch_app
 
         self.gw = gateway
         self.control = control
         self.admin = build_admin_app(control, tokens)
+        self.batch = build_batch_app(gateway, control)
         self.serve_admin = serve_admin
         self._routes: dict[tuple[str, str], Callable[[], Awaitable[tuple[int, bytes, bytes]]]] = {
             ("GET", "/health"): self._health,
@@ -72,6 +75,9 @@ class GatewayApp:
         endpoint = COMPLETION_PATHS.get(path)
         if endpoint is not None and method == "POST":
             await self._completion(endpoint, scope, receive, send)
+            return
+        if path.startswith(BATCH_PREFIXES):
+            await self.batch(scope, receive, send)
             return
         if self.serve_admin and path.startswith(ADMIN_PREFIX):
             await self.admin(scope, receive, send)

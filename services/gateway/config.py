@@ -177,7 +177,9 @@ class AdminToken(_Strict):
     """A bearer token for the admin API; its value comes from an environment variable or a file."""
 
     name: str = Field(min_length=1, description="recorded in the audit log as the actor")
-    role: Literal["viewer", "operator"]
+    role: Literal["viewer", "operator", "worker"] = Field(
+        description="viewer reads the admin API, operator also writes; worker may only send batch requests on "
+        "behalf of the key that created the batch (the data plane's x-switchboard-batch-key header)")
     token_env: str | None = None
     token_file: str | None = None
 
@@ -229,6 +231,27 @@ class CanarySettings(_Strict):
     publish_s: float = Field(1.0, gt=0, le=60, description="how often each replica publishes its arms' counts")
 
 
+class BatchSettings(_Strict):
+    """The batch API (``/v1/files``, ``/v1/batches``) and its Redis Streams queue; off without ``redis_url``."""
+
+    redis_url: str | None = Field(None, description="Redis holding files, batches, the queue and results; "
+                                  "unset: the batch API answers 404 saying so")
+    prefix: str = Field("switchboard:batch", min_length=1, description="prefix of every Redis key the batch API uses")
+    file_dir: str | None = Field(None, description="directory for files larger than inline_max_bytes (outputs "
+                                 "included); unset: every file is kept in Redis")
+    inline_max_bytes: int = Field(4 * 1024 * 1024, ge=0, description="files up to this size are kept in Redis")
+    file_ttl_s: int = Field(7 * 86400, ge=60, description="files, batches and results expire this long after "
+                            "their last change")
+    max_file_bytes: int = Field(100 * 1024 * 1024, ge=1024, description="largest batch input file (413 past it)")
+    max_lines: int = Field(50_000, ge=1, description="most requests in one batch")
+    max_queued_per_key: int = Field(200_000, ge=1, description="most unfinished requests one key may have queued")
+    visibility_timeout_s: float = Field(60.0, gt=0, description="an entry a worker holds this long without "
+                                        "acknowledging is claimed by another worker (XAUTOCLAIM)")
+    max_attempts: int = Field(3, ge=1, le=100, description="a request tried this many times goes to the error file")
+    yield_at: float = Field(0.8, gt=0, le=1, description="batch requests are refused (503, retried by the worker) "
+                            "while the gateway's in-flight requests reach this share of limits.max_concurrent_requests")
+
+
 class GatewayConfig(_Strict):
     server: Server = Server()
     admin: Admin = Admin()
@@ -243,6 +266,7 @@ class GatewayConfig(_Strict):
     routes: dict[str, Route] = Field(min_length=1)
     releases: list[ReleaseSpec] = Field([], description="canary releases to start (once) when the gateway starts")
     canary: CanarySettings = CanarySettings()
+    batch: BatchSettings = BatchSettings()
 
     @model_validator(mode="after")
     def _references_exist(self) -> GatewayConfig:
