@@ -4,12 +4,17 @@ In ``keys`` mode every ``/v1/*`` request needs a live client key; the key sets t
 rules see (a tier header may ask for the key's tier or a lower one, never a higher one) and its limits
 are checked before anything is sent upstream. In ``open`` mode (loopback listeners only) everyone
 passes and tier headers are taken as they come.
+
+A batch worker (an admin token of role ``worker``) sends each queued request as the key that queued it,
+named by id in ``x-switchboard-batch-key``: that key's routes, limits, budget and usage apply. The header
+is honoured only with a worker token, so a client key can never act as another.
 """
 
 from __future__ import annotations
 
 import time
 
+from services.gateway.auth import Principal
 from services.gateway.context import CONTEXT_HEADERS
 from services.gateway.errors import RequestError
 from services.gateway.keys import KEY_PREFIX, ClientKey, KeyRing
@@ -17,6 +22,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.usage import UsageMeter
 
 TIER_HEADER = CONTEXT_HEADERS["tier"]
+BATCH_KEY_HEADER = "x-switchboard-batch-key"  # a worker token sends a batch's request as this key id
 
 
 class Access:
@@ -42,6 +48,23 @@ class Access:
         if key is None:
             raise self._refuse("invalid", 401, "incorrect client key", "invalid_api_key",
                                error_type="invalid_request_error")
+        return self._live(key)
+
+    def act_for(self, principal: Principal | None, key_id: str) -> ClientKey | None:
+        """The key a batch worker sends for (``x-switchboard-batch-key``): only a worker token may claim one,
+        and the key must be live, so a batch of a key disabled since it was queued stops being served."""
+        if principal is None or principal.role != "worker":
+            raise self._refuse("batch_key", 401, f"{BATCH_KEY_HEADER} is for batch workers: it needs a worker token",
+                               "worker_token_required", error_type="invalid_request_error")
+        if not self.required:
+            return None
+        key = self.ring.by_id.get(key_id)
+        if key is None:
+            raise self._refuse("invalid", 401, f"{BATCH_KEY_HEADER}: no client key '{key_id[:64]}'",
+                               "invalid_api_key", error_type="invalid_request_error")
+        return self._live(key)
+
+    def _live(self, key: ClientKey) -> ClientKey:
         if key.disabled:
             raise self._refuse("disabled", 401, f"client key '{key.name}' is disabled", "key_disabled",
                                error_type="invalid_request_error")

@@ -108,6 +108,9 @@ def _admin_api(control: ControlPlane, tokens: TokenSet) -> FastAPI:
         principal = tokens.authenticate(authorization)
         if principal is None:
             raise AdminError(401, "missing or invalid bearer token", "invalid_token")
+        if principal.role == "worker":
+            raise AdminError(403, f"token '{principal.name}' is a batch worker's: it may only send batch requests "
+                             "on the data plane", "worker_token")
         return principal
 
     def writer(principal: Annotated[Principal, Depends(reader)]) -> Principal:

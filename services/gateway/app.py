@@ -15,11 +15,13 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
 
-from services.gateway.auth import TokenSet
+from services.gateway.access import BATCH_KEY_HEADER
+from services.gateway.auth import Principal, TokenSet
 from services.gateway.control import ControlPlane
 from services.gateway.errors import ClientGone, ClientStalled, RequestError, error_body, error_object
 from services.gateway.intake import overloaded, parse_request, read_body
-from services.gateway.metrics import status_class
+from services.gateway.keys import ClientKey
+from services.gateway.metrics import GatewayMetrics, status_class
 from services.gateway.providers.base import Endpoint
 from services.gateway.proxy import routing_context, serve_complete, serve_stream
 from services.gateway.routing import NoTargetError
@@ -45,6 +47,14 @@ async def _respond(send: Send, status: int, body: bytes, content_type: bytes = J
 ADMIN_PREFIX = "/admin"
 BATCH_PREFIXES = ("/v1/files", "/v1/batches")
 SESSION_HEADER = "x-switchboard-session"  # keeps a conversation on one arm of a canary release
+PRIORITY_HEADER = "x-switchboard-priority"  # "batch": yields to interactive traffic near the concurrency limit
+
+
+def yielding(metrics: GatewayMetrics) -> RequestError:
+    """The refusal for a batch request while interactive traffic fills the gateway: the worker waits it out."""
+    metrics.child("refused", "yielding_to_interactive").inc()
+    return RequestError(503, "batch requests yield to interactive traffic while the gateway is busy; retry shortly",
+                        code="yielding_to_interactive", retry_after_s=1)
 
 
 class GatewayApp:
@@ -56,6 +66,7 @@ class GatewayApp:
 
         self.gw = gateway
         self.control = control
+        self.tokens = tokens
         self.admin = build_admin_app(control, tokens)
         self.batch = build_batch_app(gateway, control)
         self.serve_admin = serve_admin
@@ -114,16 +125,20 @@ class GatewayApp:
         gw = self.gw
         route = "unknown"
         status = 500
+        headers, authorization = _request_headers(scope)
+        refusal = None
         if gw.in_flight >= gw.config.limits.max_concurrent_requests:
             refusal = overloaded(gw.config.limits, gw.metrics)
+        elif headers.get(PRIORITY_HEADER) == "batch" and gw.in_flight >= self._batch_room:
+            refusal = yielding(gw.metrics)
+        if refusal is not None:
             await _respond(send, refusal.status, refusal.body(), headers=refusal.headers())
             return
         gw.in_flight += 1
         guard = _DisconnectGuard(send, receive)
         send = guard.send
         try:
-            headers, authorization = _request_headers(scope)
-            client = gw.access.authenticate(authorization)
+            client = self._caller(authorization, headers)
             raw = await read_body(receive, gw.config.limits, gw.metrics)
             payload = parse_request(endpoint, raw, gw.config.routes)
             route = payload["model"]
@@ -165,6 +180,28 @@ class GatewayApp:
             guard.disarm()
             if route in gw.config.routes:
                 gw.metrics.child("requests", route, status_class(status)).inc()
+
+    @property
+    def _batch_room(self) -> float:
+        """In-flight requests past which batch-priority requests yield to interactive ones."""
+        return self.gw.config.batch.yield_at * self.gw.config.limits.max_concurrent_requests
+
+    def _caller(self, authorization: bytes | None, headers: dict[str, str]) -> ClientKey | None:
+        """The client key a request acts as: the caller's own, or, for a batch worker's token, the batch's key."""
+        batch_key = headers.get(BATCH_KEY_HEADER)
+        if batch_key is not None:
+            return self.gw.access.act_for(self._principal(authorization), batch_key)
+        try:
+            return self.gw.access.authenticate(authorization)
+        except RequestError as exc:
+            principal = self._principal(authorization) if exc.code == "invalid_api_key" else None
+            if principal is not None and principal.role == "worker":
+                raise RequestError(401, f"a worker token sends batch requests only: {BATCH_KEY_HEADER} is required",
+                                   code="batch_key_required", error_type="invalid_request_error") from None
+            raise
+
+    def _principal(self, authorization: bytes | None) -> Principal | None:
+        return self.tokens.authenticate(authorization.decode("latin-1")) if authorization else None
 
     async def _health(self) -> tuple[int, bytes, bytes]:
         return 200, b'{"status":"ok"}', JSON
