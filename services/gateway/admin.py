@@ -17,12 +17,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import Field
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.admin_api import (
     OPERATOR_HEADER,
     AuditPage,
     AuditRecord,
+    BatchCancel,
     ConflictResponse,
     DrainChange,
     ErrorResponse,
@@ -33,6 +35,7 @@ from services.admin_api import (
     KeyCreated,
     KeyList,
     KeyRecord,
+    QueueSnapshot,
     ReleaseAction,
     ReleaseChange,
     ReleaseCreate,
@@ -287,6 +290,69 @@ def _admin_api(control: ControlPlane, tokens: TokenSet) -> FastAPI:
                          principal: Annotated[Principal, Depends(writer)]) -> KeyRecord | JSONResponse:
         return await write(control.delete_key(key_id, change.reason, principal.name, operator_of(request)),
                            key_answer)
+
+    # ---- the batch queue -----------------------------------------------------------------------
+
+    batch_store = gw.batch_store
+
+    @app.get("/admin/queue", response_model=QueueSnapshot, responses=responses)
+    async def queue(_: Annotated[Principal, Depends(reader)]) -> QueueSnapshot:
+        if batch_store is None:
+            return QueueSnapshot(enabled=False, reason="the batch API is not enabled (batch.redis_url is not set)")
+        return await batch_store.queue_snapshot()
+
+    def batch_store_down(exc: Exception) -> JSONResponse:
+        return _error(503, f"batch store unavailable: {type(exc).__name__}", "batch_store_unavailable")
+
+    @app.get("/admin/batches", response_model=dict[str, object], responses={**responses, 503: {"model": ErrorResponse}})
+    async def list_batches(_: Annotated[Principal, Depends(reader)],
+                           after: Annotated[str | None, Query(max_length=100)] = None,
+                           limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, object] | JSONResponse:
+        """Every key's batches, newest first (OpenAI's Batch objects plus ``owner_name``)."""
+        if batch_store is None:
+            return {"object": "list", "data": [], "has_more": False}
+        try:
+            batches, more = await batch_store.list_batches(None, after=after, limit=limit)
+        except (RedisError, OSError) as exc:
+            return batch_store_down(exc)
+        return {"object": "list", "data": batches, "has_more": more}
+
+    @app.get("/admin/batches/{batch_id}", response_model=dict[str, object],
+             responses={**responses, 404: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
+    async def show_batch(batch_id: str, _: Annotated[Principal, Depends(reader)]) -> dict[str, object] | JSONResponse:
+        try:
+            batch = await batch_store.get_batch(batch_id) if batch_store is not None else None
+            owner = await batch_store.batch_owner(batch_id) if batch is not None and batch_store else None
+        except (RedisError, OSError) as exc:
+            return batch_store_down(exc)
+        if batch is None:
+            return _error(404, f"unknown batch '{batch_id[:100]}'", "not_found")
+        return batch | {"owner_name": owner[1] if owner else None}
+
+    @app.post("/admin/batches/{batch_id}/cancel", response_model=dict[str, object], responses=write_responses)
+    async def cancel_batch(batch_id: str, change: BatchCancel, request: Request,
+                           principal: Annotated[Principal, Depends(writer)]) -> dict[str, object] | JSONResponse:
+        """Stop a batch: no new requests of it start; what finished stays in its output (audited as batch.cancel)."""
+        try:
+            before = await batch_store.get_batch(batch_id) if batch_store is not None else None
+            if before is None or batch_store is None:
+                return _error(404, f"unknown batch '{batch_id[:100]}'", "not_found")
+            if before["status"] in {"completed", "failed", "expired"}:
+                return _error(409, f"batch {batch_id} is {before['status']} and cannot be cancelled",
+                              "refused", current=before)
+            after = await batch_store.cancel(batch_id)
+        except (RedisError, OSError) as exc:
+            return batch_store_down(exc)
+        entry = AuditEntry(version=control.state.version, time=time.time(), actor=principal.name,
+                           operator=operator_of(request), action="batch.cancel", target=batch_id,
+                           reason=change.reason, before={"status": before["status"]},
+                           after={"status": after["status"]})
+        try:
+            await control.store.append_audit(entry)
+        except StoreUnavailable as exc:
+            return _error(503, f"batch {after['status']}, but the audit log is unavailable: {exc}",
+                          "store_unavailable")
+        return after
 
     # ---- canary releases -----------------------------------------------------------------------
 

@@ -216,6 +216,7 @@ class GatewayApp:
         for target in self.gw.config.targets:
             self.gw.publish_health(target)
         self.control.canary.publish_gauges()
+        await self.batch.publish_gauges()
         return 200, self.gw.metrics.render(), self.gw.metrics.content_type.encode()
 
     async def _models(self, scope: dict[str, Any], send: Send) -> None:

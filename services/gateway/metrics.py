@@ -104,6 +104,27 @@ class GatewayMetrics:
         )
         self.weight = Gauge("switchboard_routing_weight", "Configured weight of a target in a pool",
                             ["pool", "target"], registry=r)
+        # The batch queue, read from Redis when /metrics is scraped; labelled by stream ("chat", "completions").
+        self.batch_queue_length = Gauge("switchboard_batch_queue_length", "Batch requests queued and not finished",
+                                        ["endpoint"], registry=r)
+        self.batch_queue_pending = Gauge("switchboard_batch_queue_pending",
+                                         "Batch requests delivered to a worker and not yet acknowledged",
+                                         ["endpoint"], registry=r)
+        self.batch_queue_oldest_age = Gauge("switchboard_batch_queue_oldest_age_seconds",
+                                            "Age of the oldest unfinished batch request (0 when none)",
+                                            ["endpoint"], registry=r)
+        self.batch_queue_workers = Gauge("switchboard_batch_queue_workers", "Consumers in the stream's group",
+                                         ["endpoint"], registry=r)
+        self.batch_results_rate = Gauge("switchboard_batch_results_per_second",
+                                        "Batch results written (done or failed) per second over the last minute",
+                                        ["endpoint"], registry=r)
+        self.batch_retries = Gauge("switchboard_batch_retries", "Batch requests tried again, since the stream began",
+                                   ["endpoint"], registry=r)
+        self.batch_batches = Gauge("switchboard_batch_batches",
+                                   "Batches not finished or finished in the last hour, by status", ["status"],
+                                   registry=r)
+        self.batch_queue_readable = Gauge("switchboard_batch_queue_readable",
+                                          "1 when the batch queue's Redis answered at the last scrape", registry=r)
 
     @cache  # noqa: B019 - one metrics object per gateway, bounded label sets
     def child(self, metric_name: str, *labels: str):  # type: ignore[no-untyped-def]

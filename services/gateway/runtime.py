@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from services.batch.store import BatchStore
 from services.gateway.access import Access
 from services.gateway.config import GatewayConfig
 from services.gateway.context import warm_up_tokenizer
@@ -47,6 +48,9 @@ class Gateway:
         self.judge: Judge  # likewise: its verdicts go to the canary's windows
         self.providers: dict[str, Provider] = {}
         self.in_flight = 0
+        batch = config.batch
+        # The batch API's store; its Redis client connects on first use (None: the batch API is off).
+        self.batch_store = BatchStore.from_url(batch.redis_url, batch) if batch.redis_url else None
 
     def start_providers(self) -> None:
         """Build every enabled target's client inside the running loop, before the first request,
@@ -78,3 +82,5 @@ class Gateway:
         for provider in self.providers.values():
             await provider.aclose()
         self.providers.clear()
+        if self.batch_store is not None:
+            await self.batch_store.aclose()
