@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.set_defaults(run=_run_gateway)
     _add_backend(commands)
     _add_kubesim(commands)
+    _add_worker(commands)
     from console.verbs import add_verbs
 
     add_verbs(commands)
@@ -143,6 +144,31 @@ def _add_kubesim(commands: argparse._SubParsersAction) -> None:
     kubesim.add_argument("--kubeconfig", default=str(Path.home() / ".switchboard" / "kubesim.kubeconfig"),
                          help="where to write the kubeconfig (default ~/.switchboard/kubesim.kubeconfig)")
     kubesim.set_defaults(run=run)
+
+
+def _add_worker(commands: argparse._SubParsersAction) -> None:
+    """``switchboard worker``: a batch worker (services/worker), imported only when run."""
+
+    def run(args: argparse.Namespace) -> int:
+        from services.worker.cli import run as worker_run
+
+        return worker_run(args)
+
+    worker = commands.add_parser("worker", help="process queued batch requests through the gateway (Redis streams)")
+    worker.add_argument("--config", required=True, help="the gateway's YAML config (its batch: section is read)")
+    worker.add_argument("--gateway-url", required=True, help="where the gateway listens, e.g. http://127.0.0.1:8080")
+    worker.add_argument("--token-env", required=True, metavar="VAR",
+                        help="environment variable holding a worker token (an admin token of role 'worker')")
+    worker.add_argument("--name", default=None, help="consumer name in the group (default: host-pid)")
+    worker.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default 4)")
+    worker.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
+    worker.add_argument("--metrics-host", default="127.0.0.1", help="address for the metrics (default loopback)")
+    worker.add_argument("--grace-s", type=float, default=20.0,
+                        help="on SIGTERM, how long in-flight requests may take before they are handed back")
+    worker.add_argument("--request-timeout-s", type=float, default=600.0,
+                        help="longest wait for the gateway's answer to one request (default 600)")
+    worker.add_argument("--backoff-s", type=float, default=0.5, help="first retry delay, doubling (default 0.5)")
+    worker.set_defaults(run=run)
 
 
 PASSTHROUGH = {"gateway"}  # commands whose own parser reads the rest of the line
