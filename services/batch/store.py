@@ -35,7 +35,7 @@ from services.batch.formats import ENDPOINTS, FINAL_STATUSES, batch_object
 from services.batch.ids import batch_id as new_batch_id
 
 GROUP = "workers"
-QUEUE_CHUNK = 2000  # stream entries per pipeline round trip when queueing
+QUEUE_CHUNK = 1000  # stream entries per script call when queueing (and per XDEL when cancelling)
 SCAN_COUNT = 1000
 FINALIZE_RECLAIM_S = 300  # a finalizer that has not finished after this long is taken to have died
 RECENT_S = 3600  # finished batches the queue snapshot still lists
@@ -111,6 +111,20 @@ end
 return false
 """
 
+# Keys: stream, the batch's entry list. Args: batch id, owner, then custom_id and body of each request.
+# One call queues a whole chunk (a pipeline of single XADDs costs several times more on the client); the group
+# is made first if it is missing (a Redis that lost it), so no entry is ever queued where the group would skip it.
+_QUEUE = """
+redis.pcall('XGROUP', 'CREATE', KEYS[1], 'workers', '0', 'MKSTREAM')  -- BUSYGROUP (it exists) is the usual answer
+local ids = {}
+for i = 3, #ARGV, 2 do
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'batch', ARGV[1], 'custom_id', ARGV[i], 'owner', ARGV[2],
+                             'body', ARGV[i + 1])
+end
+redis.call('RPUSH', KEYS[2], unpack(ids))
+return #ids
+"""
+
 # Keys: batch. Args: now. Answers 1 when the batch moved to cancelling.
 _CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -156,6 +170,7 @@ class BatchStore:
         self._attempt = redis.register_script(_ATTEMPT)
         self._claim = redis.register_script(_CLAIM)
         self._cancel = redis.register_script(_CANCEL)
+        self._queue_chunk = redis.register_script(_QUEUE)
         self._streams: dict[str, str] = {}  # batch id -> its stream's short name ("chat"); endpoints never change
         self._groups_ready: set[str] = set()
 
@@ -238,7 +253,6 @@ class BatchStore:
         if queued + len(requests) > limit:
             raise QueueFull(f"this key has {queued} requests queued; {len(requests)} more would pass its limit "
                             f"of {limit} (batch.max_queued_per_key)")
-        await self.ensure_group(short)
         bid = new_batch_id()
         now = self.clock()
         ttl = self.settings.file_ttl_s
@@ -267,17 +281,13 @@ class BatchStore:
         return batch_object(fields)
 
     async def _queue(self, bid: str, owner: str, short: str, requests: list[QueuedRequest]) -> None:
-        stream = self.stream_key(short)
-        entries = self.batch_key(bid, "entries")
+        keys = [self.stream_key(short), self.batch_key(bid, "entries")]
         for start in range(0, len(requests), QUEUE_CHUNK):
-            chunk = requests[start:start + QUEUE_CHUNK]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for request in chunk:
-                    pipe.xadd(stream, {"batch": bid, "custom_id": request.custom_id, "owner": owner,
-                                       "body": request.body})
-                ids = await pipe.execute()
-            await self.redis.rpush(entries, *ids)
-        await self.redis.expire(entries, self.settings.file_ttl_s)
+            args = [bid, owner]
+            for request in requests[start:start + QUEUE_CHUNK]:
+                args += (request.custom_id, request.body)
+            await self._queue_chunk(keys=keys, args=args)
+        await self.redis.expire(keys[1], self.settings.file_ttl_s)
 
     async def _fail(self, bid: str, code: str, message: str) -> None:
         """Best effort: mark a batch failed and take its entries out of the queue."""

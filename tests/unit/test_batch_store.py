@@ -239,3 +239,15 @@ def test_queue_snapshot_with_redis_down_says_why_without_raising() -> None:
 
     asyncio.run(main())
 
+
+
+def test_queueing_recreates_a_lost_group_so_no_entry_is_skipped(server: RedisServer) -> None:
+    async def body(store: BatchStore) -> None:
+        await create(store, 1)
+        stream = store.stream_key("chat")
+        await store.redis.delete(stream)  # a Redis that lost the stream and its group
+        await create(store, 2)
+        read = await store.redis.xreadgroup(GROUP, "w1", {stream: ">"}, count=10)
+        assert [fields[b"custom_id"] for _, fields in read[0][1]] == [b"req-0", b"req-1"]
+
+    run(server, body)
