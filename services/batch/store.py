@@ -79,8 +79,10 @@ redis.call('EXPIRE', KEYS[5], ARGV[5])
 return 1
 """
 
-# Keys: attempts, started, retries counter. Args: custom_id, now, ttl.
+# Keys: attempts, started, retries counter, batch. Args: custom_id, now, ttl.
+# Answers 0, counting nothing, when the batch no longer runs (cancelled since the worker checked its status).
 _ATTEMPT = """
+if redis.call('HGET', KEYS[4], 'status') ~= 'in_progress' then return 0 end
 local n = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
@@ -361,10 +363,18 @@ class BatchStore:
     # ---- the worker's calls --------------------------------------------------------------------------
 
     async def attempt(self, batch_id: str, custom_id: str) -> int:
-        """Count an attempt at a request (and mark it in flight); answers the new count."""
+        """Count an attempt at a request and mark it in flight; answers the new count, or 0 when the batch is
+        no longer in progress (cancelled or gone): then the request must not be sent."""
         short = await self._stream_of(batch_id)
-        keys = [self.batch_key(batch_id, "attempts"), self.batch_key(batch_id, "started"), self._retries_key(short)]
+        keys = [self.batch_key(batch_id, "attempts"), self.batch_key(batch_id, "started"), self._retries_key(short),
+                self.batch_key(batch_id)]
         return int(await self._attempt(keys=keys, args=[custom_id, repr(self.clock()), self.settings.file_ttl_s]))
+
+    async def abandon(self, batch_id: str, custom_id: str) -> None:
+        """Drop a request's in-flight mark without a result: its worker attempted it, then found the batch
+        cancelled (between retries) and dropped the entry. Without this the cancel waits for the mark to be
+        older than ``visibility_timeout_s``. Harmless for a request that holds no mark."""
+        await self.redis.hdel(self.batch_key(batch_id, "started"), custom_id)
 
     async def record_result(self, batch_id: str, custom_id: str, line: dict, ok: bool) -> bool:
         """Store a request's result line (output when ``ok``, else errors). The first result for a custom_id

@@ -145,6 +145,7 @@ def test_cancel_empties_the_stream_and_waits_for_what_is_in_flight(server: Redis
         assert sorted(json.loads(line)["custom_id"] for line in output.decode().splitlines()) == ["req-0", "req-1"]
         assert cancelled["request_counts"] == {"total": 4, "completed": 2, "failed": 0}
         assert (await store.cancel(bid))["status"] == "cancelled"  # again: unchanged
+        assert await store.attempt(bid, "req-2") == 0  # a worker that checked the status before the cancel
 
     run(server, body)
 
@@ -249,5 +250,17 @@ def test_queueing_recreates_a_lost_group_so_no_entry_is_skipped(server: RedisSer
         await create(store, 2)
         read = await store.redis.xreadgroup(GROUP, "w1", {stream: ">"}, count=10)
         assert [fields[b"custom_id"] for _, fields in read[0][1]] == [b"req-0", b"req-1"]
+
+    run(server, body)
+
+
+def test_an_abandoned_attempt_no_longer_holds_a_cancel(server: RedisServer) -> None:
+    async def body(store: BatchStore) -> None:
+        bid = (await create(store, 2))["id"]
+        await store.attempt(bid, "req-0")  # failed once; the worker backs off before trying again
+        assert (await store.cancel(bid))["status"] == "cancelling"
+        await store.abandon(bid, "req-0")  # it then finds the batch cancelling and drops the entry
+        await store.maybe_finalize(bid)
+        assert (await store.get_batch(bid))["status"] == "cancelled"
 
     run(server, body)
