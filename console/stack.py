@@ -14,6 +14,11 @@ record (``stack.json``) tells a second terminal where the admin API is and which
 With ``--sim-cluster [SCENARIO]`` the stack also runs kubesim (``switchboard kubesim``, a SIMULATED Kubernetes API)
 on that scenario, after the gateway and fed by its ``/metrics``; its kubeconfig (0600, bearer tokens) is written to
 the state directory, named in the record, and is the console's ``$KUBECONFIG``. It stops with the stack.
+
+Batches: when redis-server is installed (or the gateway config names a ``batch.redis_url``), the stack runs a Redis
+for the batch queue, the gateway on a copy of its config with the queue and a worker token filled in, and one
+``switchboard worker`` on that same copy (see console/stack_batch.py). They stop with the stack: the worker first
+(it drains), Redis after the gateway.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import yaml
 from console.contexts import ContextError, default_operator
 from console.localkey import KEY_TIER, LocalKey, ensure_local_key
 from console.sources.gateway import AdminError, SourceDown
+from console.stack_batch import WORKER_NAME, BatchPlan, plan_batch, redis_answers
 from console.statedir import (
     KUBECONFIG,
     OPERATOR_TOKEN,
@@ -274,20 +280,56 @@ def run_stack(gateway_config: str, run_console: Callable[[], int], *, start_back
         return 1
 
 
+def _start_redis(plan: BatchPlan, directory: Path) -> subprocess.Popen[bytes]:
+    """The stack's redis-server for the batch queue; ready once it answers PING."""
+    assert plan.redis_argv is not None and plan.redis_port is not None
+    log = directory / "redis.log"
+    proc = _start(plan.redis_argv, log)
+    deadline = time.monotonic() + 30
+    while not redis_answers(plan.redis_port):
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise StackError(f"redis-server exited with {proc.returncode}; last log lines ({log}):\n{tail}")
+        if time.monotonic() > deadline:
+            _stop(proc)
+            raise StackError(f"redis-server did not answer on port {plan.redis_port} within 30 s; see {log}")
+        time.sleep(0.1)
+    return proc
+
+
+def _start_worker(plan: BatchPlan, address: GatewayAddress, directory: Path,
+                  env: dict[str, str]) -> subprocess.Popen[bytes]:
+    log = directory / "worker.log"
+    print(f"starting one batch worker (log: {log}) ...", flush=True)
+    return _start([*_switchboard(), "worker", "--config", plan.config_path, "--gateway-url", address.url,
+                   "--token-env", plan.token_env, "--name", WORKER_NAME], log, env)
+
+
 def _run(address: GatewayAddress, gateway_config: str, directory: Path, operator: Token, viewer: Token,
          run_console: Callable[[], int], start_backend: bool, sim_cluster: tuple[str, StackRecord] | None) -> int:
-    backend = gateway = kubesim = None
+    backend = gateway = kubesim = redis = worker = None
     try:
         if start_backend:
             backend_log = directory / "backend.log"
             print(f"starting the vLLM backend (log: {backend_log}) ...", flush=True)
             backend = _start([*_switchboard(), "backend", "up"], backend_log)
             _wait(BACKEND_URL + "/health", backend, "the backend", backend_log, 900)
+        env = {**os.environ, OPERATOR_TOKEN_ENV: operator.value, VIEWER_TOKEN_ENV: viewer.value}
+        batch, why_not = plan_batch(gateway_config, directory)
+        if batch is None:
+            print(why_not, flush=True)
+        else:
+            print("\n".join(batch.notes), flush=True)
+            env.update(batch.env)
+            gateway_config = batch.config_path
+            if batch.redis_argv is not None:
+                redis = _start_redis(batch, directory)
         gateway_log = directory / "gateway.log"
         print(f"starting the gateway on {address.url} (log: {gateway_log}) ...", flush=True)
-        env = {**os.environ, OPERATOR_TOKEN_ENV: operator.value, VIEWER_TOKEN_ENV: viewer.value}
         gateway = _start([*_switchboard(), "gateway", "--config", gateway_config], gateway_log, env)
         _wait(address.url + "/health", gateway, "the gateway", gateway_log, 60)
+        if batch is not None:
+            worker = _start_worker(batch, address, directory, env)
         print("\n".join(_client_key_lines(address, operator.value, directory)), flush=True)
         if sim_cluster is None:
             return run_console()
@@ -299,5 +341,7 @@ def _run(address: GatewayAddress, gateway_config: str, directory: Path, operator
             return run_console()
     finally:
         _stop(kubesim)
+        _stop(worker)
         _stop(gateway)
+        _stop(redis)
         _stop(backend)
