@@ -48,6 +48,7 @@ STREAMS = tuple(ENDPOINTS.values())  # "chat", "completions"
 PATHS = {short: path for path, short in ENDPOINTS.items()}
 RUNNING = "in_progress"
 BATCH_KEY_HEADER = "x-switchboard-batch-key"
+DEPARTED_AFTER = 10  # visibility timeouts without a read after which an empty consumer is taken to be gone
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)  # BusyLoadingError (AOF replay) is a ConnectionError
 
 # Keys: stream. Args: group, consumer, idle ms to set, entry ids. Re-claims (resetting the idle time to the given
@@ -146,6 +147,7 @@ class Worker:
                 entries: list[Entry] = []
                 if time.monotonic() >= next_claim:
                     entries = await self._call(partial(self._autoclaim, free))
+                    await self._call(self._forget_departed)
                     next_claim = time.monotonic() + self.settings.visibility_timeout_s / 4
                 if not entries:
                     entries = await self._call(partial(self._read, free))
@@ -219,7 +221,7 @@ class Worker:
                 self.metrics.redis_errors.inc()
                 if self._redis_down_since is None:
                     self._redis_down_since = time.monotonic()
-                    log.warning("redis unavailable (%s); retrying", type(exc).__name__)
+                    log.warning("redis unavailable (%s: %s); retrying", type(exc).__name__, exc)
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
@@ -279,6 +281,18 @@ class Worker:
                 log.info("claimed %d %s requests from stopped workers", len(found), short)
             claimed += found
         return claimed
+
+    async def _forget_departed(self) -> None:
+        """Remove consumers that hold nothing and have not read for ``DEPARTED_AFTER`` visibility timeouts (workers
+        killed outright never leave the group themselves): the group's consumers then list the live workers. One
+        that was only quiet comes back with its next read; one holding entries is never removed."""
+        cutoff_ms = DEPARTED_AFTER * self.visibility_ms
+        for short in STREAMS:
+            key = self.store.stream_key(short)
+            for consumer in await self.redis.xinfo_consumers(key, GROUP):
+                name = _text(consumer["name"])
+                if name != self.name and int(consumer["pending"]) == 0 and int(consumer["idle"]) > cutoff_ms:
+                    await self.redis.xgroup_delconsumer(key, GROUP, name)
 
     async def _touch_entries(self, entries: list[Entry], idle_ms: int) -> int:
         touched = 0

@@ -283,3 +283,23 @@ def test_a_request_waiting_to_retry_when_its_batch_is_cancelled_is_dropped_unsen
 
 async def pending_is_empty(rig: Rig, stream: str) -> bool:
     return (await rig.store.redis.xpending(stream, GROUP))["pending"] == 0
+
+
+def test_a_departed_worker_that_holds_nothing_leaves_the_group(standin, gateway, redis) -> None:
+    up = standin(name="up")
+    gw = gateway(config_for(up.url, redis, visibility_timeout_s=0.2))
+
+    async def body(rig: Rig, http: httpx.AsyncClient) -> None:
+        stream = rig.store.stream_key("chat")
+        await rig.store.ensure_group("chat")
+        await rig.store.redis.xgroup_createconsumer(stream, GROUP, "departed")  # joined, then was killed
+        worker = rig.worker(http, name="alive")
+        task = await working(worker)
+        await poll("the departed worker removed", lambda: consumer_gone(rig, stream, "departed"))
+        await stopped(worker, task)
+
+    run(gw, body)
+
+
+async def consumer_gone(rig: Rig, stream: str, name: str) -> bool:
+    return name.encode() not in {c["name"] for c in await rig.store.redis.xinfo_consumers(stream, GROUP)}
