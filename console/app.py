@@ -54,6 +54,7 @@ from console.panes import (
     KeysPane,
     Pane,
     ProvidersPane,
+    QueuePane,
     ReleasesPane,
     RoutingPane,
 )
@@ -64,7 +65,7 @@ from console.sources.gateway import GatewayClient
 from console.sources.kube import KubeSnapshot, KubeSource
 from console.sources.poller import Health, Observed, Poller
 from console.text import clean
-from services.admin_api import GatewayState, ReleaseList, ReleaseState
+from services.admin_api import BatchProgress, GatewayState, QueueSnapshot, ReleaseList, ReleaseState
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ SOURCES: tuple[Source, ...] = (
     Source("engine", lambda app: app.engine.metrics if app.engine is not None else None, 2),
     Source("keys", lambda app: app.gateway.keys, 2),
     Source("releases", lambda app: app.gateway.releases),
+    Source("queue", lambda app: app.gateway.queue, 2),
 )
 PANES: tuple[PaneSpec, ...] = (  # in digit-key order: 1 jumps to the first
     PaneSpec("providers", ProvidersPane, "gateway", lambda app, pane, o, now: pane.show(o, app.history.trends(), now),
@@ -122,6 +124,7 @@ PANES: tuple[PaneSpec, ...] = (  # in digit-key order: 1 jumps to the first
              wide=True, rows=2),
     PaneSpec("autoscaling", AutoscalingPane, KUBE_SOURCE, lambda app, pane, o, now: pane.show(o, now, time.time()),
              wide=True, rows=2),
+    PaneSpec("queue", QueuePane, "queue", lambda app, pane, o, now: pane.show(o, now, time.time()), wide=True, rows=2),
 )
 PANE_IDS = tuple(spec.id for spec in PANES)
 NARROW_COLUMN = 48
@@ -394,7 +397,7 @@ class SwitchboardApp(App[int]):
             except Exception as exc:
                 log.exception("the %s pane could not show its %s snapshot", spec.id, source)
                 pane.show_health(observed, now, note=f"display failed: {type(exc).__name__}: {exc}")
-        if source in ("gateway", "releases", KUBE_SOURCE):
+        if source in ("gateway", "releases", "queue", KUBE_SOURCE):
             self._update_bindings()
 
     def _render_all(self) -> None:
@@ -495,6 +498,12 @@ class SwitchboardApp(App[int]):
         release = next((r for r in listing.releases if r.spec.name == name), None) if listing and name else None
         return None if release is None or listing is None else (release, listing.version)
 
+    def selected_batch(self) -> tuple[BatchProgress, float] | None:
+        queue: QueueSnapshot | None = self.snapshots["queue"].data if "queue" in self.snapshots else None
+        batch_id = self.query_one(QueuePane).selected_batch if self.active_pane == "queue" else None
+        batch = next((b for b in queue.batches if b.id == batch_id), None) if queue and batch_id else None
+        return None if batch is None else (batch, time.time())
+
     def cluster(self) -> KubeSnapshot | None:
         observed = self.snapshots.get(KUBE_SOURCE)
         return observed.data if observed is not None else None
@@ -511,8 +520,9 @@ class SwitchboardApp(App[int]):
             pool, target = self.selection() if self._mounted else (None, None)
             release = self.selected_release() if self._mounted else None
             rollout = self.selected_rollout() if self._mounted else None
+            batch = self.selected_batch() if self._mounted else None
         except NoMatches:  # shutting down: the panes are gone while Textual still asks which keys apply
-            (pool, target), release, rollout = (None, None), None, None
+            (pool, target), release, rollout, batch = (None, None), None, None, None
         drained = False
         if state is not None and target is not None:
             drained = next((t.drained for t in state.targets if t.name == target), False)
@@ -520,6 +530,7 @@ class SwitchboardApp(App[int]):
                            has_staged=self.staged is not None, target_drained=drained,
                            state_loaded=state is not None, release_phase=release[0].phase if release else None,
                            release_aborted=bool(release and release[0].aborted),
+                           batch_status=batch[0].status if batch else None,
                            **self.rollouts.state_fields(*(rollout or (None, None))))
 
     # ---- what may run ---------------------------------------------------------------------------

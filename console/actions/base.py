@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from console.sources.gateway import GatewayClient
 from console.text import clean
-from services.admin_api import GatewayState, ReleaseState
+from services.admin_api import BatchProgress, GatewayState, ReleaseState
 
 if TYPE_CHECKING:
     from console.actions.rollouts import RolloutDesk
@@ -48,6 +48,7 @@ class ActionState:
     rollout_aborted: bool = False
     rollout_pending: bool = False  # a change sent that the controller has not observed yet
     rollout_refusals: tuple[tuple[str, str], ...] = ()  # (action, why not): access review, then Argo's rules
+    batch_status: str | None = None  # the selected batch's (Queue pane), None when none is selected
 
 
 Precondition = Callable[[ActionState], str | None]
@@ -109,6 +110,9 @@ class ConsoleHost(Protocol):
 
     def selected_rollout(self) -> tuple[dict[str, Any], KubeSnapshot] | None:
         """The Argo rollout under the Releases pane's cursor and the cluster snapshot it was read from."""
+
+    def selected_batch(self) -> tuple[BatchProgress, float] | None:
+        """The batch under the Queue pane's cursor and the wall time (Unix) its age is measured at."""
 
     def redraw(self, source: str) -> None: ...
 

@@ -7,8 +7,9 @@ from console.panes.engine import EnginePane
 from console.panes.gpu_pods import GpuPodsPane
 from console.panes.keys import KeysPane
 from console.panes.providers import ProvidersPane
+from console.panes.queue import QueuePane
 from console.panes.releases import ReleasesPane
 from console.panes.routing import RoutingPane
 
 __all__ = ["AuditPane", "AutoscalingPane", "EnginePane", "GpuPodsPane", "KeysPane", "Pane", "ProvidersPane",
-           "ReleasesPane", "RoutingPane"]
+           "QueuePane", "ReleasesPane", "RoutingPane"]

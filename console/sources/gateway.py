@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
+from pydantic import ValidationError
 
 from services.admin_api import (
     OPERATOR_HEADER,
     AuditPage,
     AuditRecord,
+    BatchCancel,
+    BatchProgress,
     DrainChange,
     ExternalAction,
     ExternalKind,
@@ -20,6 +24,7 @@ from services.admin_api import (
     KeyCreated,
     KeyList,
     KeyRecord,
+    QueueSnapshot,
     ReleaseChange,
     ReleaseCreate,
     ReleaseList,
@@ -71,7 +76,11 @@ class GatewayClient:
             error = body.get("error", {}) if isinstance(body, dict) else {}
             message = error.get("message") or f"HTTP {response.status_code}"
             if response.status_code == 409 and "current" in body:
-                raise Conflict(message, GatewayState.model_validate(body["current"]))
+                try:
+                    current = GatewayState.model_validate(body["current"])
+                except ValidationError:  # another object's state (a batch's): a plain refusal
+                    raise AdminError(409, message, error.get("code")) from None
+                raise Conflict(message, current)
             raise AdminError(response.status_code, message, error.get("code"))
         return body
 
@@ -139,5 +148,37 @@ class GatewayClient:
         body = await self._request("POST", f"/admin/releases/{name}/{action}", json=change.model_dump())
         return ReleaseState.model_validate(body)
 
+    async def queue(self) -> QueueSnapshot:
+        """The batch queue; a gateway without the queue API (404) reads as a disabled queue saying so."""
+        try:
+            return QueueSnapshot.model_validate(await self._request("GET", "/admin/queue"))
+        except AdminError as exc:
+            if exc.status != 404:
+                raise
+            return QueueSnapshot(enabled=False, reason="this gateway has no batch queue API (GET /admin/queue: 404)")
+
+    async def batches(self, limit: int = 100) -> tuple[list[BatchProgress], bool]:
+        """Every key's batches, newest first, and whether there are more than ``limit``."""
+        page = await self._request("GET", "/admin/batches", params={"limit": limit})
+        return [batch_progress(b) for b in page["data"]], bool(page.get("has_more"))
+
+    async def batch(self, batch_id: str) -> BatchProgress:
+        return batch_progress(await self._request("GET", f"/admin/batches/{quote(batch_id, safe='')}"))
+
+    async def cancel_batch(self, batch_id: str, reason: str) -> BatchProgress:
+        body = await self._request("POST", f"/admin/batches/{quote(batch_id, safe='')}/cancel",
+                                   json=BatchCancel(reason=reason).model_dump())
+        return batch_progress(body)
+
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def batch_progress(batch: dict[str, Any]) -> BatchProgress:
+    """OpenAI's Batch object, as the admin API answers it (with ``owner_name``), in the console's terms."""
+    counts = batch.get("request_counts") or {}
+    metadata = batch.get("metadata") or {}
+    return BatchProgress(id=batch["id"], endpoint=batch["endpoint"], status=batch["status"],
+                         total=counts.get("total", 0), completed=counts.get("completed", 0),
+                         failed=counts.get("failed", 0), created_at=batch["created_at"],
+                         owner=batch.get("owner_name"), description=metadata.get("description"))

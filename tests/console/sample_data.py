@@ -6,6 +6,7 @@ The app is built by the real factory with pollers off and a frozen clock; the sn
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +41,7 @@ from services.admin_api import (
 )
 from services.backend.metrics import EngineMetrics, parse
 from tests.console.harness import METRICS_PAGE
+from tests.console.queue_data import queue_snapshot
 
 NOW = 10_000.0  # the frozen monotonic clock
 WALL = 1_795_730_000.0  # a fixed Unix time for audit entries (2026-11-26)
@@ -246,6 +248,7 @@ def feed_live(app: SwitchboardApp) -> None:
     app.receive(observed("engine", engine_metrics(), age_s=0.4))
     app.receive(observed("keys", key_list(), age_s=1.6))
     app.receive(observed("releases", release_list(), age_s=1.2))
+    app.receive(observed("queue", queue_snapshot(time.time()), age_s=1.6))
 
 
 def feed_stale(app: SwitchboardApp) -> None:

@@ -33,7 +33,7 @@ def hostile_api() -> Iterator[HostileAdminAPI]:
 def start_with_clipboard_on(tmux: Tmux, argv: list[str]) -> None:
     """Start the session on a placeholder, turn tmux's clipboard on, then run ``argv`` in the pane: the
     option is in force before the console writes its first byte."""
-    tmux.start(["sleep", "600"], height=60)  # tall enough for every hostile row of every pane
+    tmux.start(["sleep", "600"], height=66)  # tall enough for every hostile row of every pane
     tmux.run("set-option", "-s", "set-clipboard", "on")
     tmux.run("respawn-pane", "-k", "-t", tmux.session, "exec env -u COLUMNS -u LINES " + shlex.join(argv))
 

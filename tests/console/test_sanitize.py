@@ -129,7 +129,7 @@ async def screen_of(app: App[object], size: tuple[int, int]) -> str:
 
 @pytest.mark.anyio
 async def test_every_pane_draws_hostile_strings_as_visible_escapes() -> None:
-    drawn = await screen_of(snapshot_app(feed="hostile"), (120, 60))
+    drawn = await screen_of(snapshot_app(feed="hostile"), (120, 66))
     assert unsafe(drawn.replace("\n", "")) == []
     for visible in (
         "mini␛[2Jx",  # target name: Providers and Routing
