@@ -294,6 +294,47 @@ def test_a_prompt_release_on_the_bundled_engine_walks_a_step_judged_by_it(backen
     assert state["phase"] in ("Progressing", "Healthy")
 
 
+def test_a_small_batch_through_the_bundled_engine(backend: Backend, tmp_path: Path) -> None:
+    """Three requests queued with the openai SDK's batch API, run by a `switchboard worker` through the gateway
+    on the bundled engine; every one answers."""
+    import json
+
+    import openai
+
+    from tests.batch_workers import WorkerProcess, batch_config, jsonl
+    from tests.redis_server import RedisServer
+
+    with RedisServer() as redis_server:
+        config = batch_config(backend.url, redis_server.url)
+        config["targets"] = {"a": {"provider": "openai", "model": "smollm2", "base_url": backend.url + "/v1",
+                                   "timeouts": {"ttft_s": 120, "total_s": 300}}}
+        with RunningGateway(config) as gateway:
+            worker = WorkerProcess(config, gateway.url, str(tmp_path), concurrency=3).start()
+            try:
+                client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=2)
+                questions = ["What is 2 + 2?", "Name a colour.", "Say hello."]
+                lines = [{"custom_id": f"q{i}", "method": "POST", "url": "/v1/chat/completions",
+                          "body": {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": text}]}}
+                         for i, text in enumerate(questions)]
+                uploaded = client.files.create(file=("q.jsonl", jsonl(lines)), purpose="batch")
+                batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                              completion_window="24h")
+                deadline = time.monotonic() + 600
+                while batch.status not in ("completed", "failed", "cancelled", "expired"):
+                    assert time.monotonic() < deadline, f"batch still {batch.status}: {worker.log()[-2000:]}"
+                    time.sleep(1)
+                    batch = client.batches.retrieve(batch.id)
+                assert batch.status == "completed" and batch.request_counts.completed == 3, worker.log()[-2000:]
+                assert batch.output_file_id is not None
+                output = [json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()]
+                assert sorted(line["custom_id"] for line in output) == ["q0", "q1", "q2"]
+                for line in output:
+                    assert line["response"]["body"]["model"] == "smollm2"
+                    assert line["response"]["body"]["choices"][0]["message"]["content"].strip()
+            finally:
+                worker.close()
+
+
 def test_zz_sigterm_stops_the_backend_and_leaves_no_process(backend: Backend) -> None:
     """Last: it stops the session's backend."""
     engines = children(backend.launcher.pid)
