@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from tests.batch_workers import WorkerProcess, batch_config, chat_line, jsonl
-from tests.gateway_harness import RunningGateway, auth
+from tests.gateway_harness import RunningGateway, auth, free_port
 from tests.redis_server import RedisServer
 from tests.standins import Fault
 from tests.waiting import wait_for
@@ -216,3 +216,30 @@ def test_redis_restarted_mid_batch_the_batch_completes_after_it_returns(
     assert sorted(line["custom_id"] for line in output) == sorted(f"r{i}" for i in range(total))
     assert worker.alive and "redis is back" in worker.log()
     assert worker.terminate() == 0
+
+
+def test_sigterm_mid_batch_hands_back_what_is_unfinished_and_another_worker_completes_it(
+        standin, gateway, redis_server, workers, tmp_path: Path) -> None:
+    total = 40
+    up = standin(name="up")
+    up.set_default(Fault.delay(0.5))
+    cfg = config(up.url, redis_server, visibility_timeout_s=600.0)  # only a hand-back makes entries claimable soon
+    gw = gateway(cfg)
+    client = sdk(gw)
+    batch_id = submit(client, [chat_line(f"r{i}") for i in range(total)])
+    metrics_port = free_port()
+    leaving = WorkerProcess(cfg, gw.url, str(tmp_path), name="leaving", concurrency=8,
+                            extra=["--grace-s", "0.1", "--metrics-port", str(metrics_port)]).start()
+    workers.append(leaving)
+    wait_for("requests in flight at the leaving worker", lambda: "leaving" in holders(redis_server, cfg))
+    wait_for("a result", lambda: progress(client, batch_id) >= 1)
+    scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    assert 'switchboard_worker_requests_total{outcome="ok",stream="chat"}' in scraped
+    assert "switchboard_worker_in_flight" in scraped
+    assert leaving.terminate() == 0
+    assert "handed back" in leaving.log()
+    start_worker(workers, cfg, gw, tmp_path, "staying", concurrency=8)
+    batch = final(client, batch_id, within_s=120)  # well inside the 600 s visibility timeout
+    output = file_lines(client, batch.output_file_id)
+    assert batch.status == "completed"
+    assert sorted(line["custom_id"] for line in output) == sorted(f"r{i}" for i in range(total))
