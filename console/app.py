@@ -46,6 +46,7 @@ from console.actions import (
 )
 from console.actions.rollouts import RolloutDesk, find_rollout
 from console.contexts import Context, ContextError, default_operator
+from console.heap import QuietCollector
 from console.panes import (
     AuditPane,
     AutoscalingPane,
@@ -254,6 +255,7 @@ class SwitchboardApp(App[int]):
         self.fetchers = {source.name: fetch for source in SOURCES if (fetch := source.fetcher(self)) is not None}
         self.paused = False
         self.writing = False
+        self.heap = QuietCollector()
         self.staged: StagedWeights | None = None
         self.snapshots: dict[str, Observed[Any]] = {name: Observed(name) for name in self.fetchers}  # shown
         if kube is not None:
@@ -304,8 +306,10 @@ class SwitchboardApp(App[int]):
         self._review_rollout_access()  # a first snapshot may have come before the panes existed
         self._check_first_frame()
         self.set_interval(1.0, self._tick)
+        self.call_after_refresh(self.heap.start)
 
     async def on_unmount(self) -> None:
+        self.heap.stop()
         for poller in self.pollers.values():
             await poller.stop()
         if self.kube is not None:
@@ -407,6 +411,12 @@ class SwitchboardApp(App[int]):
     def _tick(self) -> None:
         """Once a second: the ages in the pane titles move even when no poll answers (paused: same data)."""
         self._render_all()
+        self.heap.tick()
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key | events.MouseDown):
+            self.heap.input_seen()
+        await super().on_event(event)
 
     def _render_header(self) -> None:
         c = self.context

@@ -18,7 +18,7 @@ from textual.widgets import Input
 from console.panes.base import Pane
 from console.panes.table import Column, KeyedTable, Row
 from console.sources.poller import Observed
-from console.views.pods import NO_WORKLOAD, PodRow, WorkloadGroup, age_text, filtered, pod_groups
+from console.views.pods import NO_WORKLOAD, PodRow, PodRowCache, WorkloadGroup, age_text, filtered, pod_groups
 
 MAX_ROWS = 200  # rows rendered at most (headers included): a screen holds far fewer; the filter finds the rest
 GROUP_KEY = "workload:"
@@ -31,7 +31,7 @@ VENDOR_PREFIX = "NVIDIA-"  # every nvidia.com/gpu.product starts so: the column 
 NO_CLUSTER = "no cluster configured for this context (kubeconfig / kube_context)"
 
 
-def pod_cells(pod: PodRow) -> list[str | Text]:
+def pod_cells(pod: PodRow, wall_now: float) -> list[str | Text]:
     ready = f"{pod.ready}/{pod.containers}"
     if pod.problem:
         style = "bold red" if pod.problem in ("CrashLoopBackOff", "Failed") else "bold yellow"
@@ -40,7 +40,7 @@ def pod_cells(pod: PodRow) -> list[str | Text]:
         status = Text(f"{ready} {pod.phase}", style="green" if pod.phase == "Running" else "")
     model = pod.gpu_model.removeprefix(VENDOR_PREFIX) or "-"
     return [f"  {pod.name}", str(pod.gpus) if pod.gpus else "-", pod.node or "-", model, status,
-            str(pod.restarts), age_text(pod.age_s), Text(pod.warning, style="yellow") if pod.warning else ""]
+            str(pod.restarts), age_text(pod.age_s(wall_now)), Text(pod.warning, style="yellow") if pod.warning else ""]
 
 
 def group_cells(group: WorkloadGroup) -> list[str | Text]:
@@ -51,7 +51,7 @@ def group_cells(group: WorkloadGroup) -> list[str | Text]:
             Text(summary, style="bold red" if group.problems else "dim"), "", "", ""]
 
 
-def rows(groups: list[WorkloadGroup], limit: int = MAX_ROWS) -> list[Row]:
+def rows(groups: list[WorkloadGroup], wall_now: float, limit: int = MAX_ROWS) -> list[Row]:
     """Header and pod rows, at most ``limit``; a last row says how many pods were left out."""
     out: list[Row] = []
     total = sum(len(g.pods) for g in groups)
@@ -63,7 +63,7 @@ def rows(groups: list[WorkloadGroup], limit: int = MAX_ROWS) -> list[Row]:
         for pod in group.pods:
             if len(out) + 1 >= limit:
                 break
-            out.append((pod.key, pod_cells(pod)))
+            out.append((pod.key, pod_cells(pod, wall_now)))
             shown += 1
     if shown < total:
         more = Text(f"… {total - shown} more pods: / filters", style="dim italic")
@@ -91,6 +91,8 @@ class GpuPodsPane(Pane):
         super().__init__(key, id=id)
         self.needle = ""
         self._groups: list[WorkloadGroup] | None = None
+        self._row_cache = PodRowCache()
+        self._wall = 0.0
         self._observed: Observed[object] | None = None
         self._now = 0.0
         self._count = ""
@@ -124,7 +126,8 @@ class GpuPodsPane(Pane):
         elif pods is not None and pods.absent:
             self.body.show_empty(pods.absent)
         else:
-            self._groups = pod_groups(snapshot, wall_time)  # type: ignore[arg-type]
+            self._groups = pod_groups(snapshot, self._row_cache)  # type: ignore[arg-type]
+            self._wall = wall_time
             self._draw()
 
     def _draw(self) -> None:
@@ -132,7 +135,7 @@ class GpuPodsPane(Pane):
             return
         groups = filtered(self._groups, self.needle)
         if groups:
-            self.body.sync(rows(groups))
+            self.body.sync(rows(groups, self._wall))
         elif self.needle:
             self.body.show_empty(f"no pod, workload or node matches '{self.needle}'")
         else:

@@ -1,9 +1,9 @@
 """A light keyed table for the panes: a header, rows kept by a stable key, a row cursor, scrolling.
 
 Textual's DataTable re-renders every visible cell whenever one cell changes; a pane that refreshes
-every second with twenty rows pays for that on every poll. This table renders a row to one Strip when
-that row's cells change, and otherwise only crops cached strips (Textual's Line API), so a refresh costs
-about one Rich render per changed row.
+every second with twenty rows pays for that on every poll. This table renders a row to one Strip the first
+time that row is drawn after its cells change, and otherwise only crops cached strips (Textual's Line API):
+a refresh costs one Rich render per changed row on screen, however many rows lie below the fold.
 
 Every cell and empty-table note is drawn through ``console.text.safe_text``: panes put server strings
 (target, pool and key names, audit reasons, error messages) into tables, and the table is where they all
@@ -77,7 +77,7 @@ class KeyedTable(ScrollView, can_focus=True):
         self.optional = tuple(optional)  # column keys, dropped first to last while the widget is too narrow
         self.header_lines = 2 if self.groups else 1
         self._rows: list[Row] = []
-        self._strips: list[Strip] = []
+        self._strips: list[Strip | None] = []  # None: not rendered since the row last changed
         self._empty_note: str | None = None
         self._header: list[Strip] | None = None
         self._shown = tuple(range(len(self.columns)))  # indexes of the columns drawn
@@ -124,7 +124,7 @@ class KeyedTable(ScrollView, can_focus=True):
             if not changed:
                 return
             for i in changed:
-                self._strips[i] = self._render_row(rows[i][1])
+                self._strips[i] = None
                 line = i + self.header_lines  # ScrollView takes the virtual line and subtracts the scroll
                 if self.header_lines <= line - int(self.scroll_y) < self.size.height:  # on screen, below the header
                     self.refresh_line(line)
@@ -132,7 +132,7 @@ class KeyedTable(ScrollView, can_focus=True):
             return
         self._empty_note = None
         self._rows = rows
-        self._strips = [self._render_row(cells) for _, cells in rows]
+        self._strips = [None] * len(rows)
         self._resize()
         if keep is not None and keep in self.row_keys:
             self.cursor_row = self.row_keys.index(keep)
@@ -215,7 +215,7 @@ class KeyedTable(ScrollView, can_focus=True):
         if shown != self._shown:
             self._shown, self._width = shown, self._width_of(shown)
             if self._empty_note is None:
-                self._strips = [self._render_row(cells) for _, cells in self._rows]
+                self._strips = [None] * len(self._rows)
             self._resize()
             self.refresh()
 
@@ -235,6 +235,8 @@ class KeyedTable(ScrollView, can_focus=True):
         if index >= len(self._strips):
             return Strip.blank(width, base)
         strip = self._strips[index]
+        if strip is None:
+            strip = self._strips[index] = self._render_row(self._rows[index][1])
         style = base
         if index == self.cursor_row and self._rows:
             style = base + self.get_component_rich_style("keyed-table--cursor")

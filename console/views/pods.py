@@ -36,9 +36,12 @@ class PodRow:
     ready: int
     containers: int
     restarts: int
-    age_s: float | None
+    created: float | None  # Unix time; the age is drawn against the wall clock of the redraw
     problem: str | None  # CrashLoopBackOff, NotReady, Unschedulable, Failed... : drawn with "!"
     warning: str  # the last Warning event's "Reason: message", or the scheduler's reason while Pending
+
+    def age_s(self, wall_now: float) -> float | None:
+        return None if self.created is None else wall_now - self.created
 
     def matches(self, needle: str) -> bool:
         """The ``/`` filter: a case-insensitive substring of the pod, its workload or its node."""
@@ -166,7 +169,7 @@ def _problem(pod: Obj, phase: str, ready: bool) -> str | None:
     return None
 
 
-def pod_row(pod: Obj, workload: str, nodes: dict[str, Obj], warning: Obj | None, wall_now: float) -> PodRow:
+def pod_row(pod: Obj, workload: str, nodes: dict[str, Obj], warning: Obj | None) -> PodRow:
     namespace, name = _key(pod)
     spec, status = pod.get("spec") or {}, pod.get("status") or {}
     phase = str(status.get("phase") or "Pending")
@@ -186,11 +189,39 @@ def pod_row(pod: Obj, workload: str, nodes: dict[str, Obj], warning: Obj | None,
         gpu_model=str(labels.get(GPU_PRODUCT_LABEL) or ""), phase=phase,
         ready=sum(1 for c in statuses if c.get("ready")), containers=containers,
         restarts=sum(int(c.get("restartCount") or 0) for c in statuses),
-        age_s=None if created is None else wall_now - created, problem=_problem(pod, phase, ready), warning=text)
+        created=created, problem=_problem(pod, phase, ready), warning=text)
 
 
-def pod_groups(snapshot: KubeSnapshot, wall_now: float) -> list[WorkloadGroup]:
+class PodRowCache:
+    """Rows of the last pass, by what they are built from: a pod whose resourceVersion, workload, node model and
+    last warning are unchanged keeps its row. On a cluster of thousands of pods a watch event changes a few of
+    them, so a redraw costs a dictionary lookup per pod instead of a parse."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, ...], PodRow] = {}
+        self._next: dict[tuple[str, ...], PodRow] = {}
+
+    def row(self, pod: Obj, workload: str, nodes: dict[str, Obj], warning: Obj | None) -> PodRow:
+        meta = pod.get("metadata") or {}
+        version = str(meta.get("resourceVersion") or "")
+        if not version:
+            return pod_row(pod, workload, nodes, warning)
+        node = str((pod.get("spec") or {}).get("nodeName") or "")
+        model = str((((nodes.get(node) or {}).get("metadata") or {}).get("labels") or {}).get(GPU_PRODUCT_LABEL) or "")
+        identity = (str(meta.get("namespace") or ""), str(meta.get("name") or ""), version, workload, model,
+                    _event_text(warning), str((warning or {}).get("reason") or ""))
+        row = self._rows.get(identity) or pod_row(pod, workload, nodes, warning)
+        self._next[identity] = row
+        return row
+
+    def end_pass(self) -> None:
+        """Forget the rows of pods not seen in this pass (deleted, or changed since)."""
+        self._rows, self._next = self._next, {}
+
+
+def pod_groups(snapshot: KubeSnapshot, cache: PodRowCache | None = None) -> list[WorkloadGroup]:
     """Every pod, grouped by workload: GPU workloads first, then by name; pods by name within a group."""
+    cache = cache or PodRowCache()
     replicasets = {_key(rs): rs for rs in snapshot.objects("replicasets")}
     nodes = {_key(node)[1]: node for node in snapshot.objects("nodes")}
     warnings = last_warnings(snapshot.objects("events"))
@@ -199,7 +230,8 @@ def pod_groups(snapshot: KubeSnapshot, wall_now: float) -> list[WorkloadGroup]:
         workload = workload_of(pod, replicasets)
         if snapshot.namespace is None and workload != NO_WORKLOAD:
             workload = f"{_key(pod)[0]}/{workload}"
-        grouped.setdefault(workload, []).append(pod_row(pod, workload, nodes, warnings.get(_key(pod)), wall_now))
+        grouped.setdefault(workload, []).append(cache.row(pod, workload, nodes, warnings.get(_key(pod))))
+    cache.end_pass()
     groups = [WorkloadGroup(name, tuple(sorted(rows, key=lambda r: r.key))) for name, rows in grouped.items()]
     return sorted(groups, key=lambda g: (g.gpus == 0, g.workload == NO_WORKLOAD, g.workload))
 

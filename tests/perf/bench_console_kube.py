@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import io
 import json
 import platform
@@ -126,6 +127,34 @@ async def press_until(app: Any, key: str, shown: Callable[[str], bool]) -> float
     return time.perf_counter() - began
 
 
+class GcPauses:
+    """The garbage collector's pauses while the keys are pressed: a full collection over a big cluster's objects
+    stops the loop, and a key press that lands behind one waits for it."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []  # (generation, seconds)
+        self._began = 0.0
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._began))
+
+    def summary(self) -> dict[str, Any]:
+        full = [s for g, s in self.pauses if g == 2]
+        return {"collections": len(self.pauses), "full": len(full),
+                "max_ms": round(max((s for _, s in self.pauses), default=0.0) * 1000, 1),
+                "max_full_ms": round(max(full, default=0.0) * 1000, 1)}
+
+
 async def key_latencies(pilot: Any, app: Any, presses: int) -> dict[str, list[float]]:
     await pilot.resize_terminal(*KEYS_SIZE)
     await press_until(app, "7", gpu_pods_shown)
@@ -178,8 +207,10 @@ async def console_session(spec: dict[str, Any]) -> dict[str, Any]:
         await loop.run_in_executor(None, sys.stdin.readline)  # the parent measures the CPU meanwhile
         if profiler is not None:
             profiler.disable()
-        samples = await key_latencies(pilot, app, spec["presses"])
-    return {"ready_s": round(ready_s, 2), "samples": samples, "profile": top_entries(profiler)}
+        with GcPauses() as pauses:
+            samples = await key_latencies(pilot, app, spec["presses"])
+    return {"ready_s": round(ready_s, 2), "samples": samples, "gc": pauses.summary(),
+            "profile": top_entries(profiler)}
 
 
 def top_entries(profiler: cProfile.Profile | None) -> list[str]:
@@ -279,7 +310,7 @@ def measure(spec: dict[str, Any], cpu_seconds: float) -> dict[str, Any]:
     finally:
         console.kill()
     return {"ready_s": keys["ready_s"], "cpu": cpu, "keys": {k: stats(v) for k, v in keys["samples"].items()},
-            "profile": keys["profile"]}
+            "gc_while_pressing": keys["gc"], "profile": keys["profile"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -375,6 +406,8 @@ def report(r: dict[str, Any]) -> None:
             pair = (loaded["keys"][kind][figure], empty["keys"][kind][figure])
             goal = f"<= {P99_GOAL_MS:.0f} ms" if figure == "p99_ms" else ""
             print(f"{label + ', ' + figure:<34}{pair[0]:>10}{pair[1]:>10}{ratio(*pair):>8}   {goal}")
+    gc_pauses = (loaded["gc_while_pressing"]["max_ms"], empty["gc_while_pressing"]["max_ms"])
+    print(f"{'longest GC pause while pressing':<34}{gc_pauses[0]:>10}{gc_pauses[1]:>10}{ratio(*gc_pauses):>8}")
     for name, run in (("loaded", loaded), ("empty", empty)):
         if run["profile"]:
             print(f"\nprofile of the console over the CPU window, {name} (own time, cumulative, the console's own):")

@@ -4,7 +4,7 @@ KubeSnapshots."""
 from __future__ import annotations
 
 from console.views.autoscaling import autoscaling_view, hpa_view
-from console.views.pods import age_text, filtered, gpus_requested, last_warnings, pod_groups
+from console.views.pods import PodRowCache, age_text, filtered, gpus_requested, last_warnings, pod_groups
 from services.hpa import HpaSpec, MetricSpec, explain
 from tests.console.sample_data import (
     A100,
@@ -22,7 +22,7 @@ WALL = 1_795_730_000.0
 
 
 def rows_by_name(snapshot) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    return {pod.name: pod for group in pod_groups(snapshot, WALL) for pod in group.pods}
+    return {pod.name: pod for group in pod_groups(snapshot) for pod in group.pods}
 
 
 # ---- pods ---------------------------------------------------------------------------------------------------
@@ -36,7 +36,7 @@ def test_pods_are_grouped_by_their_workload_gpu_workloads_first_bare_pods_last()
     objects["replicasets"].append(deployment_rs)
     objects["pods"].append(kube_pod("web-7f9-xyz", owners=owner("ReplicaSet", "web-7f9"), created=WALL - 60))
     objects["pods"].append(kube_pod("orphan-rs-pod", owners=owner("ReplicaSet", "gone-rs"), created=WALL - 60))
-    groups = pod_groups(kube_snapshot(objects), WALL)
+    groups = pod_groups(kube_snapshot(objects))
     assert [g.workload for g in groups] == ["StatefulSet vllm-server", "Deployment web", "ReplicaSet gone-rs",
                                             "Rollout ai-api", "(none)"]
     assert [p.name for p in groups[0].pods] == ["vllm-server-0", "vllm-server-1"]
@@ -46,17 +46,34 @@ def test_pods_are_grouped_by_their_workload_gpu_workloads_first_bare_pods_last()
 
 def test_the_namespace_prefixes_the_workload_when_the_snapshot_spans_namespaces() -> None:
     pods = [kube_pod("db-0", owners=owner("StatefulSet", "db"), created=WALL, namespace="data")]
-    groups = pod_groups(kube_snapshot({"pods": pods}, namespace=None), WALL)
+    groups = pod_groups(kube_snapshot({"pods": pods}, namespace=None))
     assert [g.workload for g in groups] == ["data/StatefulSet db"]
+
+
+def test_cached_rows_are_the_rows_built_afresh_and_a_new_resource_version_rebuilds_its_row() -> None:
+    pods = [kube_pod("web-0", owners=owner("StatefulSet", "web"), created=WALL - 30, restarts=1),
+            kube_pod("web-1", owners=owner("StatefulSet", "web"), created=WALL - 30)]
+    for pod in pods:
+        pod["metadata"]["resourceVersion"] = "7"
+    cache = PodRowCache()
+    first = pod_groups(kube_snapshot({"pods": pods}), cache)
+    assert first == pod_groups(kube_snapshot({"pods": pods}), cache) == pod_groups(kube_snapshot({"pods": pods}))
+    pods[0]["status"]["containerStatuses"][0]["restartCount"] = 5
+    pods[0]["metadata"]["resourceVersion"] = "8"
+    cached = pod_groups(kube_snapshot({"pods": pods}), cache)
+    assert cached == pod_groups(kube_snapshot({"pods": pods}))
+    assert [(p.name, p.restarts, age_text(p.age_s(WALL + 90))) for p in cached[0].pods] == [("web-0", 5, "2m"),
+                                                                                              ("web-1", 0, "2m")]
+    assert cached[0].pods[1] is first[0].pods[1]  # the unchanged pod kept its row
 
 
 def test_a_pod_row_names_its_gpus_node_gpu_model_readiness_restarts_and_age() -> None:
     vllm = rows_by_name(seed_cluster(WALL))["vllm-server-0"]
     assert (vllm.gpus, vllm.node, vllm.gpu_model, vllm.phase, vllm.ready, vllm.containers, vllm.restarts) == (
         4, "gpu-a100-0", A100, "Running", 1, 1, 0)
-    assert age_text(vllm.age_s) == "3d" and vllm.problem is None
+    assert age_text(vllm.age_s(WALL)) == "3d" and vllm.problem is None
     cpu_pod = rows_by_name(seed_cluster(WALL))["debug-shell"]
-    assert (cpu_pod.gpus, cpu_pod.gpu_model, age_text(cpu_pod.age_s)) == (0, "", "40m")
+    assert (cpu_pod.gpus, cpu_pod.gpu_model, age_text(cpu_pod.age_s(WALL))) == (0, "", "40m")
 
 
 def test_gpus_come_from_requests_or_else_limits() -> None:
@@ -103,7 +120,7 @@ def test_the_last_warning_event_is_the_latest_warning_for_that_very_pod() -> Non
 
 
 def test_the_filter_keeps_rows_whose_pod_workload_or_node_holds_the_text() -> None:
-    groups = pod_groups(seed_cluster(WALL), WALL)
+    groups = pod_groups(seed_cluster(WALL))
     assert [p.name for g in filtered(groups, "A100") for p in g.pods] == ["vllm-server-0"]
     assert [g.workload for g in filtered(groups, "rollout")] == ["Rollout ai-api"]
     assert [p.name for g in filtered(groups, "KLMNO") for p in g.pods] == ["ai-api-6d5f7c9b8-klmno"]
