@@ -18,6 +18,7 @@ BAR_WIDTH = 12
 DONE, FAILED, LEFT = "█", "▒", "·"  # finished, failed, not yet: three shapes, not three colours
 IN_FLIGHT = ("validating", "in_progress", "finalizing", "cancelling")
 CANCELLABLE = ("validating", "in_progress")  # OpenAI's rule: a batch can be cancelled until it finalizes
+THROUGHPUT_WINDOW_S = 60.0  # ``completed_per_s`` is measured over the last minute
 ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
 
 
@@ -31,7 +32,7 @@ class StreamRow:
     workers: str  # "3 (2 busy)", "none"
     throughput: str  # "12.5/s"
     retries: str
-    note: str  # "no workers", "stalled", "drains in ~3m", "idle"
+    note: str  # "no workers", "stalled", "starting", "drains in ~3m", "idle"
     alarm: bool  # the note is something to act on
 
 
@@ -96,8 +97,9 @@ def _note(stream: QueueStream) -> tuple[str, bool]:
         return "idle", False
     if not stream.workers:
         return "no workers", True
-    if stream.completed_per_s <= 0:
-        return "stalled", True
+    if stream.completed_per_s <= 0:  # nothing finished in the throughput's minute: stalled, unless that is new
+        young = stream.oldest_age_s is not None and stream.oldest_age_s < THROUGHPUT_WINDOW_S
+        return ("starting", False) if young else ("stalled", True)
     return f"drains in ~{duration(stream.length / stream.completed_per_s)}", False
 
 

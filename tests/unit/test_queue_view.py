@@ -31,7 +31,8 @@ def test_progress_bar_never_overflows_on_counts_past_the_total() -> None:
 def test_streams_name_what_needs_attention_in_words() -> None:
     snapshot = QueueSnapshot(enabled=True, streams=[
         stream("chat", length=100, workers=2, rate=10.0), stream("completions", length=5, workers=0, rate=0.0),
-        stream("embeddings", length=7, workers=1, rate=0.0), stream("legacy", length=0, workers=1, rate=0.0)])
+        stream("embeddings", length=7, workers=1, rate=0.0).model_copy(update={"oldest_age_s": 75.0}),
+        stream("legacy", length=0, workers=1, rate=0.0)])
     rows = {row.key: row for row in queue_view(snapshot, WALL).streams}
     assert (rows["chat"].note, rows["chat"].alarm) == ("drains in ~10s", False)
     assert (rows["completions"].note, rows["completions"].alarm) == ("no workers", True)
@@ -40,6 +41,12 @@ def test_streams_name_what_needs_attention_in_words() -> None:
     assert rows["chat"].workers == "2 (1 busy)" and rows["completions"].workers == "none"
     assert rows["chat"].oldest == "30s" and rows["legacy"].oldest == "-"
     assert rows["chat"].throughput == "10.0/s"
+
+
+def test_a_stream_younger_than_the_throughput_window_is_starting_not_stalled() -> None:
+    young = stream("chat", length=5, workers=1, rate=0.0).model_copy(update={"oldest_age_s": 12.0})
+    [row] = queue_view(QueueSnapshot(enabled=True, streams=[young]), WALL).streams
+    assert (row.note, row.alarm) == ("starting", False)
 
 
 def test_batches_in_flight_come_first_newest_first() -> None:
