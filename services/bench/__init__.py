@@ -1,0 +1,1 @@
+"""Benchmarks of OpenAI-compatible servers with `vllm bench serve`'s metrics (issue 13). No Textual, no console."""
