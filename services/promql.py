@@ -9,6 +9,7 @@ Metric names are the ones ``services.gateway.metrics`` exports (prometheus_clien
   ``status_class`` is ``2xx``..``5xx`` from the upstream's status, or ``none`` when no status came back
   (connect failure, timeout, cut connection).
 - ``switchboard_upstream_latency_seconds_bucket{target, provider, le}``: total latency of successful answers.
+- ``switchboard_time_to_first_token_seconds_bucket{target, provider, le}``: time to a stream's first chunk.
 
 Error rate, precisely: over a window, the attempts that ended in a 5xx status or in a transport error (status class
 ``none``) divided by all attempts, per target. Retries and fallbacks count as attempts of the target they went to;
@@ -25,6 +26,7 @@ from collections.abc import Sequence
 
 UPSTREAM_REQUESTS = "switchboard_upstream_requests_total"
 UPSTREAM_LATENCY_BUCKET = "switchboard_upstream_latency_seconds_bucket"
+TTFT_BUCKET = "switchboard_time_to_first_token_seconds_bucket"
 FAILED_STATUS_CLASSES = ("5xx", "none")
 CONSOLE_WINDOW = "1m"
 CANARY_WINDOW = "5m"
@@ -65,11 +67,12 @@ def error_rate(window: str = CONSOLE_WINDOW, matchers: str = "", by: Sequence[st
 
 
 def latency_quantile(quantile: float, window: str = CONSOLE_WINDOW, matchers: str = "",
-                     by: Sequence[str] = ("target",)) -> str:
-    """The ``quantile`` of successful answers' total latency in seconds, from buckets summed across replicas."""
+                     by: Sequence[str] = ("target",), histogram: str = UPSTREAM_LATENCY_BUCKET) -> str:
+    """The ``quantile`` in seconds of ``histogram`` (default: successful answers' total latency; ``TTFT_BUCKET`` for
+    time to first token), from buckets summed across replicas."""
     if not 0 < quantile < 1:
         raise ValueError(f"a quantile is between 0 and 1, not {quantile}")
-    buckets = _sum(f"rate({_selector(UPSTREAM_LATENCY_BUCKET, matchers)}[{window}])", ("le", *by))
+    buckets = _sum(f"rate({_selector(histogram, matchers)}[{window}])", ("le", *by))
     return f"histogram_quantile({quantile}, {buckets})"
 
 

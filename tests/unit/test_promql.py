@@ -18,6 +18,7 @@ def _exported_series() -> str:
     metrics = GatewayMetrics()
     metrics.child("attempts", "pool", "t", "openai", "5xx").inc()
     metrics.child("upstream_latency", "t", "openai").observe(0.1)
+    metrics.child("ttft", "t", "openai").observe(0.1)
     return metrics.render().decode()
 
 
@@ -26,7 +27,8 @@ def test_the_metric_names_and_labels_are_the_ones_the_gateway_exports() -> None:
     assert re.search(r'^switchboard_upstream_requests_total\{[^}]*status_class="5xx"[^}]*target="t"', exported, re.M)
     assert re.search(r'^switchboard_upstream_latency_seconds_bucket\{le="0.1",[^}]*target="t"', exported, re.M)
     for expression in (promql.request_rate(), promql.error_rate(), promql.p50(), promql.p99(),
-                       promql.canary_error_rate(), promql.canary_p99_ms()):
+                       promql.canary_error_rate(), promql.canary_p99_ms(),
+                       promql.latency_quantile(0.99, histogram=promql.TTFT_BUCKET)):
         names = set(re.findall(r"\b(switchboard_[a-z_]+)", expression))
         assert names, expression
         for name in names:
@@ -70,6 +72,7 @@ def prometheus() -> Iterator[PrometheusServer]:
 @pytest.mark.parametrize("expression", [
     promql.request_rate(), promql.error_rate(), promql.p50(), promql.p99(),
     promql.request_rate("30s", 'pool="primary"', by=("pool", "target")),
+    promql.latency_quantile(0.5, histogram=promql.TTFT_BUCKET),
     promql.canary_error_rate().replace("{{args.target}}", "canary"),
     promql.canary_p99_ms().replace("{{args.target}}", "canary"),
 ])
