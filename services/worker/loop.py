@@ -2,9 +2,10 @@
 stores its result, at least once and with idempotent results.
 
 For each entry: the batch must still be running (entries of a cancelled or vanished batch are acknowledged and
-dropped), the attempt is counted, the request goes to the gateway with the worker token as the batch's key at
-batch priority, and the result is stored (the first result for a custom_id wins), then the entry is acknowledged
-and deleted (so a stream's length is its backlog) and the batch finalized when that was its last request.
+dropped, also when the store refuses the attempt because a cancel came in between), the attempt is counted, the
+request goes to the gateway with the worker token as the batch's key at batch priority, and the result is stored
+(the first result for a custom_id wins), then the entry is acknowledged and deleted (so a stream's length is its
+backlog) and the batch finalized when that was its last request.
 
 What a worker holds is safe if it dies: the entry stays pending in the group, and any worker takes it over
 (XAUTOCLAIM) once it has been idle past ``visibility_timeout_s``. A live worker keeps its entries from looking
@@ -363,6 +364,9 @@ class Worker:
         if not await self._runnable(entry):
             return True
         attempts = await self._call(lambda: store.attempt(entry.batch, entry.custom_id))
+        if attempts == 0:  # cancelled since the status check: the store counted nothing
+            await self._drop(entry)
+            return True
         last: Outcome | None = None
         waits = 0
         while True:
@@ -385,6 +389,9 @@ class Worker:
                 if not await self._pause(self._backoff(attempts)):
                     return False
                 attempts = await self._call(lambda: store.attempt(entry.batch, entry.custom_id))
+                if attempts == 0:
+                    await self._drop(entry)
+                    return True
                 if attempts <= self.settings.max_attempts:
                     self.metrics.retries.labels(entry.stream, outcome.reason).inc()
             if not await self._runnable(entry):
@@ -401,10 +408,16 @@ class Worker:
         status = await self._call(lambda: self.store.batch_status(entry.batch))
         if status == RUNNING:
             return True
+        await self._drop(entry)
+        return False
+
+    async def _drop(self, entry: Entry) -> None:
+        """Leave an entry of a batch that no longer runs unsent: acknowledge and delete it, drop its in-flight mark
+        (so a cancelling batch need not wait for the mark to go stale) and finalize the batch if it was the last."""
         self.metrics.processed.labels(entry.stream, "skipped").inc()
         await self._call(lambda: self._ack(entry))
+        await self._call(lambda: self.store.abandon(entry.batch, entry.custom_id))
         await self._call(lambda: self.store.maybe_finalize(entry.batch))
-        return False
 
     async def _send(self, entry: Entry) -> Outcome:
         headers = {"authorization": f"Bearer {self.token}", "content-type": "application/json",

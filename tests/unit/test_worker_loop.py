@@ -262,7 +262,7 @@ def test_on_stop_unfinished_requests_are_handed_back_and_another_worker_takes_th
 
 def test_a_request_waiting_to_retry_when_its_batch_is_cancelled_is_dropped_unsent(standin, gateway, redis) -> None:
     up = standin(name="up")
-    gw = gateway(config_for(up.url, redis))
+    gw = gateway(config_for(up.url, redis, visibility_timeout_s=600.0))  # the cancel ends without waiting it out
     up.push(Fault.status(500))
 
     async def body(rig: Rig, http: httpx.AsyncClient) -> None:
