@@ -29,7 +29,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 Kind = Literal["openai", "anthropic"]
-FaultKind = Literal["ok", "status", "slow_first_byte", "stall", "cut", "malformed", "delay"]
+FaultKind = Literal["ok", "status", "slow_first_byte", "stall", "cut", "malformed", "delay", "paced"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -51,6 +51,7 @@ class Fault:
     body: Mapping[str, Any] | str | None = None
     seconds: float = 0.0
     after_chunks: int = 0
+    first_seconds: float = 0.0
 
     @classmethod
     def ok(cls) -> Fault:
@@ -92,6 +93,12 @@ class Fault:
     def delay(cls, seconds: float) -> Fault:
         """A normal answer, `seconds` late (non-stream) or with `seconds` between SSE events (stream)."""
         return cls("delay", seconds=seconds)
+
+    @classmethod
+    def paced(cls, first_s: float, gap_s: float) -> Fault:
+        """Streams: `first_s` before the first content event, `gap_s` before each later content event (the
+        events around them go out at once): a known time to first token and inter-chunk gap."""
+        return cls("paced", seconds=gap_s, first_seconds=first_s)
 
 
 @dataclass(frozen=True)
@@ -318,6 +325,11 @@ class _App:
                 await self._end_stream_early(ex)
                 return
             if i > 0 and fault.kind == "delay" and await self._sleep(fault.seconds, ex):
+                await self._end_stream_early(ex)
+                return
+            if fault.kind == "paced" and event.content and await self._sleep(
+                fault.first_seconds if i == content_ix[0] else fault.seconds, ex
+            ):
                 await self._end_stream_early(ex)
                 return
             if ex.disconnected.is_set() or self._stopping():

@@ -1,0 +1,142 @@
+"""The built-in load generator against the OpenAI stand-in over loopback: measured TTFT and ITL match what the
+stand-in injects, usage counts are used, failures and warm-ups are kept apart, cancellation stops sending.
+
+Tolerance on the timings: the median may read at most 2 ms under the injected value (timer granularity) and at
+most 30 ms over it (a loaded 2-core machine; the stand-in and the generator share it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+
+import pytest
+
+from services.bench import loadgen
+from services.bench.runners import Progress, get_runner, run_sweep
+from services.bench.spec import BenchSpec
+from tests.standins.server import Fault, Standin
+from tests.waiting import until
+
+KEY_ENV = "SB_BENCH_LOADGEN_KEY"
+UNDER_MS, OVER_MS = 2.0, 30.0
+REPLY = "one two three four five six seven eight"
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, "sk-test-bench")
+
+
+def spec_for(server: Standin, **kw: object) -> BenchSpec:
+    fields: dict[str, object] = {"base_url": server.url, "api_key_env": KEY_ENV, "num_prompts": 8,
+                                 "dataset": {"kind": "random", "input_len": 16, "output_len": 4}}
+    fields.update(kw)
+    return BenchSpec.model_validate(fields)
+
+
+def completions(server: Standin) -> list[dict]:
+    return [r.body for r in server.requests if r.path.endswith("completions")]
+
+
+def within(measured: float, injected_ms: float) -> bool:
+    return injected_ms - UNDER_MS <= measured <= injected_ms + OVER_MS
+
+
+@pytest.mark.parametrize("endpoint", ["completions", "chat"])
+def test_ttft_and_itl_match_the_injected_first_token_delay_and_chunk_gap(
+    standin: Callable[..., Standin], endpoint: str
+) -> None:
+    server = standin(reply=REPLY)
+    server.set_default(Fault.paced(first_s=0.120, gap_s=0.040))
+    result = asyncio.run(loadgen.run(spec_for(server, endpoint=endpoint, max_concurrency=4), None, None))
+    m = result.metrics
+    assert (m["completed"], m["failed"]) == (8, 0)
+    assert within(m["median_ttft_ms"], 120.0), m["median_ttft_ms"]
+    assert within(m["median_itl_ms"], 40.0), m["median_itl_ms"]
+    # 4 tokens (max_tokens 4 of an 8-word reply): TPOT = (E2EL - TTFT) / 3 = the three 40 ms gaps / 3
+    assert within(m["median_tpot_ms"], 40.0), m["median_tpot_ms"]
+    assert within(m["median_e2el_ms"], 120.0 + 3 * 40.0), m["median_e2el_ms"]
+    sent = completions(server)
+    assert all(b["stream"] and b["stream_options"] == {"include_usage": True} for b in sent)
+    assert all(b.get("max_tokens" if endpoint == "completions" else "max_completion_tokens") == 4 for b in sent)
+    assert all(r.headers["authorization"] == "Bearer sk-test-bench" for r in server.requests)
+    assert result.target.model == server.name and result.tokenizer == "estimate"
+
+
+def test_token_counts_come_from_the_usage_the_server_reports(standin: Callable[..., Standin]) -> None:
+    server = standin(reply=REPLY)
+    result = asyncio.run(loadgen.run(spec_for(server, num_prompts=5, dataset={
+        "kind": "random", "input_len": 40, "output_len": 3}), None, None))
+    words = sum(len(b["prompt"].split()) for b in completions(server))  # the stand-in counts words
+    assert result.metrics["total_output_tokens"] == 15
+    assert result.metrics["total_input_tokens"] == words
+
+
+def test_failures_are_counted_apart_and_warmups_are_not_counted(standin: Callable[..., Standin]) -> None:
+    server = standin(reply=REPLY)
+    server.push(Fault.ok(), Fault.ok(), Fault.status(500), Fault.cut(after_chunks=1), Fault.status(429))
+    result = asyncio.run(loadgen.run(spec_for(server, num_prompts=6, warmups=2, max_concurrency=1), None, None))
+    assert len(completions(server)) == 8
+    assert result.warmups_done == 2
+    assert (result.metrics["completed"], result.metrics["failed"]) == (3, 3)
+    assert sum(result.errors.values()) == 3
+    assert any(e.startswith("HTTP 500") for e in result.errors)
+    assert result.metrics["total_output_tokens"] == 3 * 4
+
+
+def test_a_request_rate_spreads_sends_over_num_prompts_over_rate(standin: Callable[..., Standin]) -> None:
+    server = standin(reply=REPLY)
+    seen: list[Progress] = []
+    result = asyncio.run(loadgen.run(spec_for(server, num_prompts=40, request_rate=50.0), seen.append, None))
+    assert result.metrics["completed"] == 40
+    assert result.metrics["duration"] >= 40 / 50.0 - 0.01  # the last request goes out at 0.8 s
+    assert seen and seen[-1].phase == "done" and seen[-1].done == 40 and seen[-1].total == 40
+    assert result.metrics["send_lag_p50_ms"] >= 0.0
+
+
+def test_cancel_stops_sending_at_once_and_closes_streams_in_flight(standin: Callable[..., Standin]) -> None:
+    server = standin(reply=REPLY)
+    server.set_default(Fault.delay(0.5))  # every stream stays open ~2.5 s: some are in flight when we cancel
+
+    async def scenario() -> tuple[int, int, loadgen.BenchResult]:
+        cancel = asyncio.Event()
+        spec = spec_for(server, num_prompts=2000, request_rate=40.0)
+        task = asyncio.ensure_future(loadgen.run(spec, None, cancel))
+        await until("ten requests at the stand-in", lambda: len(completions(server)) >= 10)
+        cancel.set()
+        at_cancel = len(completions(server))
+        result = await task
+        return at_cancel, len(completions(server)), result
+
+    at_cancel, at_return, result = asyncio.run(scenario())
+    assert at_return - at_cancel <= 1  # at most the one already on its way
+    assert result.cancelled
+    assert result.metrics["completed"] + result.metrics["failed"] < at_return
+    assert math.isfinite(result.metrics["duration"])
+    asyncio.run(until("the in-flight streams closed at the stand-in", lambda: server.cancelled_streams >= 5))
+    assert len(completions(server)) == at_return
+
+
+def test_an_unset_key_variable_or_an_unreachable_target_is_a_clear_error(
+    standin: Callable[..., Standin], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = standin(reply=REPLY)
+    monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(loadgen.BenchError, match=KEY_ENV):
+        asyncio.run(loadgen.run(spec_for(server), None, None))
+    assert completions(server) == []
+    closed = BenchSpec(base_url="http://127.0.0.1:9", num_prompts=1)
+    with pytest.raises(loadgen.BenchError, match="cannot list models"):
+        asyncio.run(loadgen.run(closed, None, None))
+
+
+def test_a_sweep_runs_once_per_rate_through_the_builtin_runner(standin: Callable[..., Standin]) -> None:
+    server = standin(reply=REPLY)
+    spec = spec_for(server, num_prompts=4, sweep_rates=[200.0, math.inf])
+    results = asyncio.run(run_sweep(get_runner("builtin"), spec))
+    assert [r.spec.request_rate for r in results] == [200.0, math.inf]
+    assert results[0].sweep_id is not None and results[0].sweep_id == results[1].sweep_id
+    assert all(r.metrics["completed"] == 4 for r in results)
+    assert len(completions(server)) == 8
