@@ -11,6 +11,7 @@ The file is YAML at ``$XDG_CONFIG_HOME/switchboard/console.yaml`` (or ``--config
         token_env: SWITCHBOARD_ADMIN_TOKEN
         engine_url: http://127.0.0.1:8000
         poll_intervals: {engine: 5}  # seconds; gateway, engine, audit
+        bench_presets: {smoke: {target: gateway, num_prompts: 20}}  # optional; see console.views.bench_form
       prod:
         admin_url: https://gw.internal:9443
         token_file: ~/.config/switchboard/prod.token
@@ -39,6 +40,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from console.statedir import OPERATOR_TOKEN, read_stack_record, state_path
+from console.views.bench_form import BenchPreset
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8080"
 DEFAULT_ENGINE_URL = "http://127.0.0.1:8000"
@@ -69,6 +71,7 @@ class Context(BaseModel):
         {}, description="per-source overrides; by default the engine and audit poll at twice poll_interval_s"
     )
     timeout_s: float = Field(2.0, gt=0)
+    bench_presets: dict[str, BenchPreset] = Field({}, description="named benchmark forms (console.views.bench_form)")
 
     @property
     def watches_cluster(self) -> bool:

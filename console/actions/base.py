@@ -21,6 +21,7 @@ from console.text import clean
 from services.admin_api import BatchProgress, GatewayState, ReleaseState
 
 if TYPE_CHECKING:
+    from console.actions.bench import BenchDesk
     from console.actions.rollouts import RolloutDesk
     from console.actions.routing import StagedWeights
     from console.sources.kube import KubeSnapshot, KubeSource
@@ -99,6 +100,7 @@ class ConsoleHost(Protocol):
     staged: StagedWeights | None
     kube: KubeSource | None  # the context's cluster (None: none configured)
     rollouts: RolloutDesk  # access answers and pending marks for Argo rollouts
+    bench: BenchDesk  # past benchmark runs and the one in progress
 
     @property
     def state(self) -> GatewayState | None: ...
@@ -141,6 +143,9 @@ class ConsoleHost(Protocol):
     def open_palette(self) -> None: ...
 
     def focus_next_pane(self) -> None: ...
+
+    def open_benchmark(self) -> None:
+        """Show the benchmark form; Run starts ``bench.run`` as a worker."""
 
     def quit(self) -> None: ...
 
