@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend(commands)
     _add_kubesim(commands)
     _add_worker(commands)
+    _add_bench(commands)
     from console.verbs import add_verbs
 
     add_verbs(commands)
@@ -169,6 +170,13 @@ def _add_worker(commands: argparse._SubParsersAction) -> None:
                         help="longest wait for the gateway's answer to one request (default 600)")
     worker.add_argument("--backoff-s", type=float, default=0.5, help="first retry delay, doubling (default 0.5)")
     worker.set_defaults(run=run)
+
+
+def _add_bench(commands: argparse._SubParsersAction) -> None:
+    """``switchboard bench run|list|show|compare`` (services/bench; its argparse-only module loads nothing else)."""
+    from services.bench.cli import add_bench_parser
+
+    add_bench_parser(commands)
 
 
 PASSTHROUGH = {"gateway"}  # commands whose own parser reads the rest of the line
