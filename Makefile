@@ -51,7 +51,8 @@ test: lint system-packages
 
 ## perf: benchmarks that print figures (gateway overhead vs direct and vs Portkey, keys on and off; console
 ## start-up and CPU; kubesim holding 1,000 pods: list latency, watch fan-out, CPU and RSS; the console on that
-## cluster: CPU and key-press-to-frame latency beside an empty one; the batch queue through one and two workers),
+## cluster: CPU and key-press-to-frame latency beside an empty one; the batch queue through one and two workers;
+## the benchmark load generator's rate and send lag beside vllm bench serve's),
 ## then the soak:
 ## SOAK_MINUTES (default 10) at 200 requests/s through client keys against faulty stand-ins; it fails when a
 ## request goes unanswered, a failure is malformed, or RSS grows 10% or more
@@ -62,6 +63,7 @@ perf: $(STAMP) system-packages
 	$(BIN)/python tests/perf/bench_kubesim.py
 	$(BIN)/python tests/perf/bench_console_kube.py
 	$(BIN)/python tests/perf/bench_batch_queue.py
+	$(BIN)/python tests/perf/bench_loadgen.py
 	$(BIN)/python tests/perf/soak.py --minutes $(SOAK_MINUTES)
 
 ## screenshots: regenerate the console's SVGs in screenshots/ from the real app (fixed data, no network)

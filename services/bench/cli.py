@@ -221,7 +221,9 @@ def _run(args: argparse.Namespace, store: Any) -> int:
                 loop.remove_signal_handler(sig)
 
     try:
-        results = asyncio.run(go())
+        import uvloop  # the generator's own overhead is lower on it (tests/perf/bench_loadgen.py)
+
+        results = uvloop.run(go())
     except (BenchError, DatasetError) as exc:
         return _fail(str(exc))
     outputs = []
