@@ -18,6 +18,7 @@ import contextlib
 import json
 import math
 import random
+import re
 import statistics
 import time
 from collections import deque
@@ -248,8 +249,27 @@ async def identify(session: aiohttp.ClientSession, spec: BenchSpec, headers: dic
         if isinstance(answer, dict) and isinstance(answer.get("version"), str):
             version = answer["version"][:64]
             engine = engine or "vllm"
+    if engine == "vllm":
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError, UnicodeDecodeError):
+            flags = {**(flags or {}), **await _engine_config(session, f"{root}/metrics", headers)} or None
     return TargetIdentity(base_url=spec.base_url, model=model, engine=engine, engine_version=version,
                           engine_flags=flags)
+
+
+_CONFIG_INFO = re.compile(r'^vllm:cache_config_info\{(?P<labels>[^}]*)\}', re.MULTILINE)
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+async def _engine_config(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> dict[str, str]:
+    """vLLM's engine settings as its /metrics shows them (the labels of ``vllm:cache_config_info``)."""
+    async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as response:
+        if response.status != 200:
+            return {}
+        text = (await response.content.read(1 << 20)).decode()
+    found = _CONFIG_INFO.search(text)
+    if found is None:
+        return {}
+    return {key: value[:64] for key, value in _LABEL.findall(found["labels"])[:40]}
 
 
 async def _wait_until(due: float) -> None:

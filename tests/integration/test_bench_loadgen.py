@@ -140,3 +140,56 @@ def test_a_sweep_runs_once_per_rate_through_the_builtin_runner(standin: Callable
     assert results[0].sweep_id is not None and results[0].sweep_id == results[1].sweep_id
     assert all(r.metrics["completed"] == 4 for r in results)
     assert len(completions(server)) == 8
+
+
+def test_the_target_identity_comes_from_vllms_version_models_and_metrics() -> None:
+    """A loopback server answering as vLLM does on /version, /v1/models and /metrics (and a plain stream)."""
+    from aiohttp import web
+
+    metrics = ('# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n'
+               'vllm:cache_config_info{block_size="16",cache_dtype="auto",enable_prefix_caching="True",'
+               'gpu_memory_utilization="0.9",num_gpu_blocks="4096"} 1.0\n')
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        for text in ("a", " b"):
+            await response.write(b'data: {"choices":[{"index":0,"text":"%s"}]}\n\n' % text.encode())
+        await response.write(b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n')
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    async def version(_: web.Request) -> web.Response:
+        return web.json_response({"version": "0.32.0"})
+
+    async def prometheus(_: web.Request) -> web.Response:
+        return web.Response(text=metrics)
+
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "smollm2", "object": "model", "owned_by": "vllm",
+                                                              "root": "/models/smollm2", "max_model_len": 2048}]})
+
+    app = web.Application()
+    app.router.add_get("/version", version)
+    app.router.add_get("/metrics", prometheus)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/completions", stream)
+
+    async def scenario() -> loadgen.BenchResult:
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            return await loadgen.run(BenchSpec(base_url=f"http://127.0.0.1:{port}/v1", num_prompts=2))
+        finally:
+            await runner.cleanup()
+
+    result = asyncio.run(scenario())
+    target = result.target
+    assert (target.model, target.engine, target.engine_version) == ("smollm2", "vllm", "0.32.0")
+    assert target.engine_flags is not None
+    assert target.engine_flags["max_model_len"] == 2048 and target.engine_flags["root"] == "/models/smollm2"
+    assert target.engine_flags["enable_prefix_caching"] == "True" and target.engine_flags["block_size"] == "16"
+    assert result.metrics["completed"] == 2 and result.metrics["total_output_tokens"] == 4
