@@ -198,6 +198,9 @@ class _Run:
         except (aiohttp.ClientError, TimeoutError, ValueError, UnicodeDecodeError) as exc:
             record.error = f"{type(exc).__name__}: {exc}"[:200]
             return
+        except (AttributeError, TypeError, KeyError, IndexError):  # JSON of the wrong shape
+            record.error = "malformed chunk: not an OpenAI completion chunk"
+            return
         if not first:
             record.error = "Never received a valid chunk to calculate TTFT."
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -175,21 +176,49 @@ def test_the_target_identity_comes_from_vllms_version_models_and_metrics() -> No
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/completions", stream)
 
-    async def scenario() -> loadgen.BenchResult:
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
-            return await loadgen.run(BenchSpec(base_url=f"http://127.0.0.1:{port}/v1", num_prompts=2))
-        finally:
-            await runner.cleanup()
-
-    result = asyncio.run(scenario())
+    result = asyncio.run(run_against(app, num_prompts=2, model=None))
     target = result.target
     assert (target.model, target.engine, target.engine_version) == ("smollm2", "vllm", "0.32.0")
     assert target.engine_flags is not None
     assert target.engine_flags["max_model_len"] == 2048 and target.engine_flags["root"] == "/models/smollm2"
     assert target.engine_flags["enable_prefix_caching"] == "True" and target.engine_flags["block_size"] == "16"
     assert result.metrics["completed"] == 2 and result.metrics["total_output_tokens"] == 4
+
+
+def test_malformed_streams_fail_the_request_not_the_run(standin: Callable[..., Standin]) -> None:
+    server = standin(reply=REPLY)
+    server.push(Fault.malformed(), Fault.ok())
+    result = asyncio.run(loadgen.run(spec_for(server, num_prompts=2, max_concurrency=1), None, None))
+    assert (result.metrics["completed"], result.metrics["failed"]) == (1, 1)
+
+
+async def run_against(app: Any, **spec: Any) -> loadgen.BenchResult:
+    """One run against an aiohttp app served on loopback."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        return await loadgen.run(BenchSpec(base_url=f"http://127.0.0.1:{port}/v1", **{"model": "m", **spec}))
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("chunk", [b'["x"]', b'{"choices": ["x"]}', b'{"choices": [{"text": "a"}], "usage": 3}'])
+def test_chunks_of_the_wrong_shape_fail_the_request_with_a_message(chunk: bytes) -> None:
+    from aiohttp import web
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: " + chunk + b"\n\ndata: [DONE]\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/completions", stream)
+    result = asyncio.run(run_against(app, num_prompts=2))
+    assert (result.metrics["completed"], result.metrics["failed"]) == (0, 2)
+    assert list(result.errors) == ["malformed chunk: not an OpenAI completio"]
