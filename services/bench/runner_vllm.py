@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from services.bench.datasets import TokenCounter, load_prompts
 from services.bench.result import BenchResult, ResultError, parse_vllm_result
 from services.bench.runners import Progress, ProgressCallback
 from services.bench.spec import BenchSpec, JsonlDataset, RandomDataset, ShareGptDataset
@@ -82,9 +83,11 @@ def bench_args(spec: BenchSpec, result_dir: str, dataset_path: str | None = None
                  "--random-output-len", str(dataset.output_len), "--random-range-ratio", _number(dataset.range_ratio)]
     elif isinstance(dataset, JsonlDataset):
         # vLLM's "custom" dataset: a .jsonl of {"prompt", "output_tokens"}; -1 reads each line's output_tokens.
-        # Prompts go out as written (our built-in runner sends them as they are), not wrapped in a chat template.
+        # Prompts go out as written (our built-in runner sends them as they are), not wrapped in a chat template,
+        # and a normalised copy (``dataset_path``) is sent in its own order, the one our runner uses.
         args += ["--dataset-name", "custom", "--dataset-path", dataset_path or dataset.path,
-                 "--custom-output-len", str(dataset.output_len or -1), "--skip-chat-template"]
+                 "--custom-output-len", "-1" if dataset_path else str(dataset.output_len or -1),
+                 "--skip-chat-template", *(["--disable-shuffle"] if dataset_path else [])]
     elif isinstance(dataset, ShareGptDataset):
         args += ["--dataset-name", "sharegpt", "--dataset-path", dataset_path or dataset.path]
         if dataset.output_len is not None:
@@ -103,29 +106,12 @@ def bench_args(spec: BenchSpec, result_dir: str, dataset_path: str | None = None
     return args
 
 
-def normalised_jsonl(source: Path, target: Path) -> Path:
-    """A copy of a prompts file as vLLM's custom dataset reads it: ``{"prompt", "output_tokens"}`` a line, from
-    lines that may name the length ``output_len``, ``output_tokens`` or ``max_tokens``; named ``.jsonl`` (vLLM
-    requires the suffix). A bad line is a ValueError naming its number."""
-    out = []
-    for number, raw in enumerate(source.read_text().splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            item = json.loads(raw)
-        except ValueError as exc:
-            raise ValueError(f"{source}:{number}: not JSON: {exc}") from None
-        if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
-            raise ValueError(f"{source}:{number}: a line must be an object with a string 'prompt'")
-        line: dict[str, object] = {"prompt": item["prompt"]}
-        for key in ("output_tokens", "output_len", "max_tokens"):
-            if isinstance(item.get(key), int):
-                line["output_tokens"] = item[key]
-                break
-        out.append(json.dumps(line))
-    if not out:
-        raise ValueError(f"{source}: no prompts")
-    target.write_text("\n".join(out) + "\n")
+def normalised_jsonl(spec: BenchSpec, target: Path) -> Path:
+    """The prompts of a JSONL spec as vLLM's custom dataset reads them (``{"prompt", "output_tokens"}`` a line,
+    named ``.jsonl`` as vLLM requires): the very prompts, order and lengths our built-in runner would send
+    (``datasets.load_prompts``), so the two runners measure the same requests. DatasetError for a bad file."""
+    prompts = load_prompts(spec, TokenCounter(None), spec.num_prompts)
+    target.write_text("".join(json.dumps({"prompt": p.text, "output_tokens": p.output_len}) + "\n" for p in prompts))
     return target
 
 
@@ -234,7 +220,7 @@ class VllmRunner:
             dataset_path = None
             if isinstance(spec.dataset, JsonlDataset):
                 await self._check_pandas()
-                dataset_path = str(normalised_jsonl(Path(spec.dataset.path), Path(work) / "prompts.jsonl"))
+                dataset_path = str(normalised_jsonl(spec, Path(work) / "prompts.jsonl"))
             argv = self.command(spec, work, dataset_path)
             watcher = OutputWatcher(spec, progress, self.clock)
             proc = await asyncio.create_subprocess_exec(

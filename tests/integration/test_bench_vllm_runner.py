@@ -16,6 +16,7 @@ import pytest
 
 from services.backend import model
 from services.backend.launch import group_members
+from services.bench.datasets import DatasetError, TokenCounter, load_prompts
 from services.bench.runner_vllm import VllmBenchError, VllmRunner, bench_args, normalised_jsonl
 from services.bench.runners import Progress, get_runner
 from services.bench.spec import BenchSpec, JsonlDataset, RandomDataset, ShareGptDataset
@@ -91,21 +92,27 @@ def test_every_field_of_the_spec_maps_to_vllm_bench_serves_flags() -> None:
     assert bench_args(plain, "/r")[6:12] == ["--dataset-name", "sharegpt", "--dataset-path", "/d/sg.json",
                                              "--sharegpt-output-len", "64"]
     assert bench_args(plain, "/r")[14:16] == ["--request-rate", "inf"]
-    jsonl = BenchSpec(base_url="http://e:8000", dataset=JsonlDataset(path="/d/p.jsonl"))
-    assert bench_args(jsonl, "/r", "/r/prompts.jsonl")[6:13] == [
-        "--dataset-name", "custom", "--dataset-path", "/r/prompts.jsonl", "--custom-output-len", "-1",
+    jsonl = BenchSpec(base_url="http://e:8000", dataset=JsonlDataset(path="/d/p.jsonl", output_len=7))
+    assert bench_args(jsonl, "/r")[6:13] == [
+        "--dataset-name", "custom", "--dataset-path", "/d/p.jsonl", "--custom-output-len", "7",
         "--skip-chat-template"]  # fmt: skip
 
 
-def test_a_prompts_file_becomes_vllms_custom_dataset_and_a_bad_line_is_named(tmp_path: Path) -> None:
+def test_a_prompts_file_goes_to_vllm_as_the_prompts_our_runner_sends(tmp_path: Path) -> None:
     source = tmp_path / "prompts.txt"
     source.write_text('{"prompt": "a", "output_len": 3}\n\n{"prompt": "b", "max_tokens": 5}\n{"prompt": "c"}\n')
-    out = normalised_jsonl(source, tmp_path / "out.jsonl")
+    spec = BenchSpec(base_url="http://e:8000", dataset=JsonlDataset(path=str(source)), num_prompts=4, seed=3)
+    out = normalised_jsonl(spec, tmp_path / "out.jsonl")
+    expected = load_prompts(spec, TokenCounter(None), 4)
     assert [json.loads(line) for line in out.read_text().splitlines()] == [
-        {"prompt": "a", "output_tokens": 3}, {"prompt": "b", "output_tokens": 5}, {"prompt": "c"}]
+        {"prompt": p.text, "output_tokens": p.output_len} for p in expected]
+    assert sorted((p.text, p.output_len) for p in expected[:3]) == [("a", 3), ("b", 5), ("c", 128)]
+    assert bench_args(spec, "/r", str(out))[6:14] == [
+        "--dataset-name", "custom", "--dataset-path", str(out), "--custom-output-len", "-1",
+        "--skip-chat-template", "--disable-shuffle"]  # fmt: skip
     source.write_text('{"prompt": "a"}\n{"text": "b"}\n')
-    with pytest.raises(ValueError, match=r"prompts.txt:2: .*'prompt'"):
-        normalised_jsonl(source, tmp_path / "out.jsonl")
+    with pytest.raises(DatasetError, match=r"prompts.txt:2: .*prompt"):
+        normalised_jsonl(spec, tmp_path / "out.jsonl")
 
 
 def test_the_registry_hands_out_this_runner() -> None:
