@@ -2,11 +2,13 @@
 redis-server) after known traffic, and every query of docker/grafana/dashboards/switchboard.json is evaluated by
 it, the way Grafana would send it (``$__rate_interval`` and ``$__range`` replaced by durations).
 
-Traffic: route ``r`` tries target ``bad`` (every answer a 500) and falls back to ``good`` (priced, so it costs
-something); each request is answered by ``good``. ``bad``'s breaker opens and stays open (long cooldown). Two of the
-requests stream, so time to first token is recorded. Every panel except the canary's and vLLM's must then show a
-series (no release runs here, and no vLLM is scraped: their metric names are checked against vLLM's list by
-tests/deploy/test_metric_names.py), and the panels' figures must match what was sent.
+Traffic: route ``r`` tries target ``bad`` (every answer a 500) and falls back to pool ``second``, where release
+``good-v2`` has moved all of ``good``'s traffic to ``good2`` and pauses there (both priced: ``good2`` costs
+something); each request is answered by ``good2``. ``bad``'s breaker opens and stays open (long cooldown). Two of
+the requests stream, so time to first token is recorded. Every panel except vLLM's must then show a series (no vLLM
+is scraped here: its metric names are checked against vLLM's list by tests/deploy/test_metric_names.py), and the
+panels' figures must match what was sent. (Prometheus applies new scrape targets about 5 s after it starts: most of
+this test's 11 s.)
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from tests.standins import Fault, Standin
 REQUESTS = 6
 STREAMS = 2
 GRAFANA_RANGES = {"$__rate_interval": "1m", "$__range": "5m"}
-NO_DATA_HERE = ("Canary weight by release", "Release arms: attempts/s by outcome", "Release phase",
-                "vLLM requests running / waiting", "vLLM KV cache usage", "vLLM time to first token p99")
+NO_DATA_HERE = ("vLLM requests running / waiting", "vLLM KV cache usage", "vLLM time to first token p99")
+PRICE = {"input_per_1k": 0.5, "output_per_1k": 1.5}
+RELEASE = {"name": "good-v2", "pool": "second", "stable": "good", "canary": "good2",
+           "steps": [{"setWeight": 100}, {"pause": {}}]}
 
 
 def dashboard_queries() -> dict[str, list[str]]:
@@ -64,17 +68,20 @@ def scraped_gateway() -> Iterator[PrometheusServer]:
             **fast_settings(health={"error_window_s": 60,
                                     "breaker": {"error_rate_threshold": 0.5, "min_requests": 4, "cooldown_s": 600}}),
             "targets": {"bad": openai_target(bad.url, "model-bad"),
-                        "good": openai_target(good.url, "model-good",
-                                              price={"input_per_1k": 0.5, "output_per_1k": 1.5})},
-            "pools": {"first": {"targets": {"bad": 100}}, "second": {"targets": {"good": 100}}},
+                        "good": openai_target(good.url, "model-good", price=PRICE),
+                        "good2": openai_target(good.url, "model-good2", price=PRICE)},
+            "pools": {"first": {"targets": {"bad": 100}}, "second": {"targets": {"good": 100, "good2": 0}}},
             "routes": {"r": {"pool": "first", "fallback": ["second"]}},
             "batch": {"redis_url": redis.url},
+            "releases": [RELEASE],
+            "canary": {"tick_s": 0.1, "lease_ttl_s": 1.0, "publish_s": 0.1},
         }
         gateway = RunningGateway(config).start()
         try:
             body = {"model": "r", "messages": [{"role": "user", "content": "hello there"}]}
             with httpx.Client(base_url=gateway.url, timeout=30) as client, \
                     PrometheusServer([f"127.0.0.1:{gateway.port}"], scrape_interval_s=0.25) as prometheus:
+                prometheus.wait_for('switchboard_release_canary_weight{release="good-v2"}', lambda v: v == [100.0])
                 # One request first, scraped before the rest: rate() counts what follows the series' first sample.
                 assert client.post("/v1/chat/completions", json=body).status_code == 200
                 prometheus.wait_for("count(switchboard_upstream_requests_total)", lambda v: v == [2.0])
@@ -103,17 +110,20 @@ def test_every_dashboard_query_evaluates_and_shows_what_was_sent(scraped_gateway
     assert empty == [], f"panels with no series after traffic: {empty}"
 
     error_rate = by(evaluate(prometheus, panels["Upstream error rate by target"][0]), "target")
-    assert error_rate == {"bad": 1.0, "good": 0.0}
+    assert error_rate == {"bad": 1.0, "good2": 0.0}
     breakers = by(evaluate(prometheus, panels["Circuit breakers (worst replica)"][0]), "target")
-    assert breakers["bad"] == 2.0 and breakers["good"] == 0.0
+    assert breakers["bad"] == 2.0 and breakers["good2"] == 0.0
     fallbacks = evaluate(prometheus, panels["Fallbacks/s by route and failed target"][0])
     assert {item["metric"]["from_target"] for item in fallbacks} == {"bad"}
     cost = by(evaluate(prometheus, panels["Cost over the time range (USD)"][0]), "target")
-    assert cost.get("good", 0.0) > 0.0 and cost.get("bad", 0.0) == 0.0
+    assert cost["good2"] > 0.0 and cost.get("bad", 0.0) == 0.0
     tokens = evaluate(prometheus, panels["Tokens/s by target and direction"][0])
-    assert {(i["metric"]["target"], i["metric"]["direction"]) for i in tokens} == {("good", "input"),
-                                                                                   ("good", "output")}
+    assert {(i["metric"]["target"], i["metric"]["direction"]) for i in tokens} == {("good2", "input"),
+                                                                                   ("good2", "output")}
     ttft = evaluate(prometheus, panels["Time to first token p50 / p99 by target"][1])
-    assert by(ttft, "target").keys() == {"good"}
+    assert by(ttft, "target").keys() == {"good2"}
+    assert by(evaluate(prometheus, panels["Canary weight by release"][0]), "release") == {"good-v2": 100.0}
+    arms = evaluate(prometheus, panels["Release arms: attempts/s by outcome"][0])
+    assert {(i["metric"]["release"], i["metric"]["arm"]) for i in arms} == {("good-v2", "canary")}
     queue = by(evaluate(prometheus, panels["Queue depth by stream"][0]), "endpoint")
     assert queue and set(queue.values()) == {0.0}, "an empty batch queue reads 0 per stream, not no data"
