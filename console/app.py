@@ -65,6 +65,7 @@ from console.sources.engine import EngineClient
 from console.sources.gateway import GatewayClient
 from console.sources.kube import KubeSnapshot, KubeSource
 from console.sources.poller import Health, Observed, Poller
+from console.sources.prometheus import PrometheusClient, ProvidersView
 from console.text import clean
 from services.admin_api import BatchProgress, GatewayState, QueueSnapshot, ReleaseList, ReleaseState
 
@@ -109,10 +110,14 @@ SOURCES: tuple[Source, ...] = (
     Source("keys", lambda app: app.gateway.keys, 2),
     Source("releases", lambda app: app.gateway.releases),
     Source("queue", lambda app: app.gateway.queue, 2),
+    Source("prometheus", lambda app: app.prometheus.figures if app.prometheus is not None else None, 2),
 )
 PANES: tuple[PaneSpec, ...] = (  # in digit-key order: 1 jumps to the first
-    PaneSpec("providers", ProvidersPane, "gateway", lambda app, pane, o, now: pane.show(o, app.history.trends(), now),
-             wide=True, rows=4),
+    PaneSpec("providers", ProvidersPane, "gateway",  # figures from Prometheus where the context names one
+             lambda app, pane, o, now: pane.show(app.providers.view(app.snapshots["gateway"],
+                                                                    app.snapshots.get("prometheus")),
+                                                 app.history.trends(), now),
+             wide=True, rows=4, also=("prometheus",)),
     PaneSpec("routing", RoutingPane, "gateway", lambda app, pane, o, now: pane.show(o, app.staged, now), rows=3),
     PaneSpec("engine", EnginePane, "engine", lambda app, pane, o, now: pane.show(o, now)),
     PaneSpec("audit", AuditPane, "audit", lambda app, pane, o, now: pane.show(o, now), wide=True, rows=2),
@@ -236,11 +241,14 @@ class SwitchboardApp(App[int]):
         intervals: Mapping[str, float] | None = None,
         down_after_s: float | None = None,
         kube: KubeSource | None = None,
+        prometheus: PrometheusClient | None = None,
     ) -> None:
         super().__init__()
         self.context = context
         self.gateway = gateway
         self.engine = engine
+        self.prometheus = prometheus
+        self.providers = ProvidersView()
         self.kube = kube  # the cluster's watches: pushed, not polled (``KUBE_SOURCE`` snapshots)
         self.rollouts = RolloutDesk()  # Argo rollouts: the access review's answers, changes sent and not yet observed
         self.readonly = readonly or context.readonly
@@ -317,6 +325,8 @@ class SwitchboardApp(App[int]):
         await self.gateway.aclose()
         if self.engine is not None:
             await self.engine.aclose()
+        if self.prometheus is not None:
+            self.prometheus.close()
 
     def _start_pollers(self) -> None:
         for source, fetch in self.fetchers.items():
@@ -698,13 +708,15 @@ def create_app(
     """
     gateway = GatewayClient(context.admin_url, context.token(), operator, context.timeout_s)
     engine = EngineClient(context.engine_url, context.timeout_s) if context.engine_url else None
+    prometheus = PrometheusClient(context.prometheus_url, context.timeout_s) if context.prometheus_url else None
     intervals = {**context.poll_intervals, **(intervals or {})}
     kube = None
     if context.watches_cluster:  # configured by the context (the local one: the stack's kubesim), never implied
         kube = KubeSource(context.kubeconfig, context.kube_context, context.namespace, lambda _: None,
                           interval_s=context.poll_interval_s, timeout_s=max(context.timeout_s, 5.0))
     return SwitchboardApp(context, gateway, engine, readonly=readonly, keys=keys, operator=operator, clock=clock,
-                          poll=poll, intervals=intervals, down_after_s=down_after_s, kube=kube)
+                          poll=poll, intervals=intervals, down_after_s=down_after_s, kube=kube,
+                          prometheus=prometheus)
 
 
 def run_console(context: Context, *, readonly: bool = False, keys: Mapping[str, str] | None = None,
