@@ -222,3 +222,29 @@ def test_chunks_of_the_wrong_shape_fail_the_request_with_a_message(chunk: bytes)
     result = asyncio.run(run_against(app, num_prompts=2))
     assert (result.metrics["completed"], result.metrics["failed"]) == (0, 2)
     assert list(result.errors) == ["malformed chunk: not an OpenAI completio"]
+
+
+def test_through_the_gateway_with_a_client_key(standin: Callable[..., Standin], gateway: Callable[..., Any],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    from tests.gateway_harness import auth, fast_settings, openai_target
+
+    upstream = standin(reply=REPLY)
+    upstream.set_default(Fault.paced(first_s=0.080, gap_s=0.030))
+    running = gateway({**fast_settings(auth={"mode": "keys"}), "targets": {"up": openai_target(upstream.url)},
+                       "pools": {"p": {"targets": {"up": 100}}}, "routes": {"r": {"pool": "p"}}})
+    created = httpx.post(running.url + "/admin/keys", headers=auth(operator="alice@bastion"), timeout=10,
+                         json={"name": "bench", "owner": "team-a", "reason": "benchmark"})
+    assert created.status_code == 201, created.text
+    monkeypatch.setenv(KEY_ENV, created.json()["key"])
+    for endpoint in ("chat", "completions"):
+        spec = BenchSpec(base_url=running.url, api_key_env=KEY_ENV, endpoint=endpoint, model="r", num_prompts=6,
+                         max_concurrency=3, dataset={"kind": "random", "input_len": 16, "output_len": 4})
+        m = asyncio.run(loadgen.run(spec)).metrics
+        assert (m["completed"], m["failed"]) == (6, 0)
+        assert within(m["median_ttft_ms"], 80.0) and within(m["median_itl_ms"], 30.0), (m["median_ttft_ms"],
+                                                                                         m["median_itl_ms"])
+    monkeypatch.setenv(KEY_ENV, "sk-sb-" + "x" * 43)
+    refused = asyncio.run(loadgen.run(spec))
+    assert refused.metrics["failed"] == 6 and all(e.startswith("HTTP 401") for e in refused.errors)
