@@ -226,6 +226,8 @@ def _run(args: argparse.Namespace, store: Any) -> int:
         results = uvloop.run(go())
     except (BenchError, DatasetError) as exc:
         return _fail(str(exc))
+    except (RuntimeError, OSError) as exc:  # the vllm and job runners' errors (their messages say what went wrong)
+        return _fail(f"{spec.runner} runner: {exc}")
     outputs = []
     for result in results:
         run_id = None if args.no_save else store.save(result)
