@@ -1,7 +1,8 @@
 """Prompts for a run: random text of a given token length, a JSONL prompts file, or ShareGPT JSON.
 
 Token counts come from the tokenizer named in the spec (a local ``tokenizer.json``, read with the ``tokenizers``
-package) or, without one, from an estimate of 4 bytes a token; the result says which. The server's own counts
+package) or, without one, from an estimate (the result says which): random prompts are that many common English
+words, one token each in the usual BPE vocabularies; file prompts count 4 bytes a token. The server's own counts
 (``usage``) replace these in the metrics whenever it reports them, as ``vllm bench serve`` does.
 """
 
@@ -72,13 +73,8 @@ class TokenCounter:
     def random_text(self, rng: random.Random, tokens: int) -> str:
         if self._decode is not None and self.vocab_size > 100:
             return self._decode([rng.randrange(100, self.vocab_size) for _ in range(tokens)])
-        words: list[str] = []
-        size = -1
-        while size < tokens * 4:
-            word = rng.choice(_WORDS)
-            words.append(word)
-            size += len(word) + 1
-        return " ".join(words)
+        # One common word (with its leading space) is one token in the BPE vocabularies of the usual models.
+        return " ".join(rng.choice(_WORDS) for _ in range(tokens))
 
 
 def _spread(rng: random.Random, length: int, ratio: float) -> int:
@@ -96,7 +92,8 @@ def load_prompts(spec: BenchSpec, counter: TokenCounter, count: int, seed_offset
             input_len = _spread(rng, dataset.input_len, dataset.range_ratio)
             output_len = _spread(rng, dataset.output_len, dataset.range_ratio)
             text = counter.random_text(rng, input_len)
-            prompts.append(Prompt(text, counter.count(text), output_len))
+            prompt_len = input_len if counter.name == ESTIMATE else counter.count(text)
+            prompts.append(Prompt(text, prompt_len, output_len))
         return prompts
     pool = _read_jsonl(dataset, counter) if isinstance(dataset, JsonlDataset) else _read_sharegpt(dataset, counter)
     if not pool:

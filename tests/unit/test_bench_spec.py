@@ -141,8 +141,9 @@ def test_random_prompts_are_reproducible_and_sized_by_the_estimate() -> None:
     assert prompts == load_prompts(spec, counter, 50)
     assert counter.name == "estimate"
     assert all(8 <= p.output_len <= 24 for p in prompts)
-    assert all(abs(p.prompt_len - len(p.text.encode()) / 4) <= 1 for p in prompts)
-    assert min(p.prompt_len for p in prompts) >= 31 and max(p.prompt_len for p in prompts) <= 98
+    assert all(p.prompt_len == len(p.text.split()) for p in prompts)  # one common word a token
+    assert all(32 <= p.prompt_len <= 96 for p in prompts)
+    assert len({p.prompt_len for p in prompts}) > 10
 
 
 def test_jsonl_and_sharegpt_files(tmp_path: Path) -> None:
