@@ -110,3 +110,30 @@ def _spec_file(directory: Path, server: Standin) -> Path:
     path = directory / "spec.yaml"
     path.write_text(f"base_url: {server.url}\nendpoint: chat\nnum_prompts: 2\nlabel: from-file\n")
     return path
+
+
+def test_ctrl_c_cancels_the_run_keeps_what_finished_and_stops_sending(standin: Callable[..., Standin],
+                                                                       data_home: Path) -> None:
+    import signal
+
+    from tests.waiting import wait_for
+
+    server = standin(reply="alpha beta gamma delta")
+    server.set_default(Fault.paced(first_s=0.01, gap_s=0.01))
+    executable = Path(sys.executable).parent / "switchboard"
+    env = {**os.environ, "XDG_DATA_HOME": str(data_home), KEY_ENV: "sk-cli-test"}
+    process = subprocess.Popen([str(executable), "bench", *run_args(server, "--label", "stopped"),
+                                "--num-prompts", "5000", "--request-rate", "20"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_for("requests at the stand-in", lambda: len(server.requests) >= 12)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1 and "cancelled" in err
+    assert "CANCELLED" in out
+    [saved] = (data_home / "switchboard" / "bench").glob("*-stopped.json")
+    data = json.loads(saved.read_text())
+    assert data["switchboard"]["cancelled"] is True and 0 < data["completed"] < 5000
