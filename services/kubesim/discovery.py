@@ -55,6 +55,19 @@ KINDS: tuple[ResourceKind, ...] = (
     ResourceKind("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject", builtin=False, short_names=("so",)),
     ResourceKind("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview",
                  namespaced=False, status=False, verbs=("create",)),
+    # Stored and validated only (no controller acts on them): what manifests/ applies beside the kinds above.
+    ResourceKind("", "v1", "serviceaccounts", "ServiceAccount", status=False, short_names=("sa",)),
+    ResourceKind("", "v1", "secrets", "Secret", status=False),
+    ResourceKind("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", short_names=("pdb",)),
+    ResourceKind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", status=False,
+                 short_names=("netpol",)),
+    ResourceKind("rbac.authorization.k8s.io", "v1", "roles", "Role", status=False),
+    ResourceKind("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", status=False),
+    ResourceKind("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False, status=False),
+    ResourceKind("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False,
+                 status=False),
+    ResourceKind("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor", builtin=False, status=False,
+                 short_names=("smon",)),
 )
 
 KUBE_VERSION = {

@@ -260,7 +260,7 @@ def test_vllm_tensor_parallel_matches_its_gpus(build: str, gpus: int, memory: st
     assert f"--tensor-parallel-size={gpus}" in args and not any(
         arg.startswith("--tensor-parallel-size") and arg != f"--tensor-parallel-size={gpus}" for arg in args)
     for side in ("requests", "limits"):
-        assert resources[side]["nvidia.com/gpu"] == gpus and resources[side]["memory"] == memory
+        assert resources[side]["nvidia.com/gpu"] == str(gpus) and resources[side]["memory"] == memory
     spec = statefulset["spec"]["template"]["spec"]
     assert spec["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
