@@ -26,8 +26,8 @@ from tests.prometheus_server import PrometheusServer
 from tests.redis_server import RedisServer
 from tests.standins import Fault, Standin
 
-REQUESTS = 6
-STREAMS = 2
+REQUESTS = 8
+STREAMS = 2  # after the first one
 GRAFANA_RANGES = {"$__rate_interval": "1m", "$__range": "5m"}
 NO_DATA_HERE = ("vLLM requests running / waiting", "vLLM KV cache usage", "vLLM time to first token p99")
 PRICE = {"input_per_1k": 0.5, "output_per_1k": 1.5}
@@ -65,8 +65,10 @@ def scraped_gateway() -> Iterator[PrometheusServer]:
     try:
         bad.set_default(Fault.status(500))
         config = {
+            # Three attempts per request on bad (two retries): its breaker opens during the third request, after the
+            # two first requests were scraped, so bad's attempts grow in the measured window too.
             **fast_settings(health={"error_window_s": 60,
-                                    "breaker": {"error_rate_threshold": 0.5, "min_requests": 4, "cooldown_s": 600}}),
+                                    "breaker": {"error_rate_threshold": 0.5, "min_requests": 8, "cooldown_s": 600}}),
             "targets": {"bad": openai_target(bad.url, "model-bad"),
                         "good": openai_target(good.url, "model-good", price=PRICE),
                         "good2": openai_target(good.url, "model-good2", price=PRICE)},
@@ -78,16 +80,19 @@ def scraped_gateway() -> Iterator[PrometheusServer]:
         }
         gateway = RunningGateway(config).start()
         try:
-            body = {"model": "r", "messages": [{"role": "user", "content": "hello there"}]}
+            plain = {"model": "r", "messages": [{"role": "user", "content": "hello there"}]}
+            stream = {**plain, "stream": True, "stream_options": {"include_usage": True}}
             with httpx.Client(base_url=gateway.url, timeout=30) as client, \
                     PrometheusServer([f"127.0.0.1:{gateway.port}"], scrape_interval_s=0.25) as prometheus:
                 prometheus.wait_for('switchboard_release_canary_weight{release="good-v2"}', lambda v: v == [100.0])
-                # One request first, scraped before the rest: rate() counts what follows the series' first sample.
-                assert client.post("/v1/chat/completions", json=body).status_code == 200
-                prometheus.wait_for("count(switchboard_upstream_requests_total)", lambda v: v == [2.0])
-                for n in range(1, REQUESTS):
-                    extra = {"stream": True, "stream_options": {"include_usage": True}} if n <= STREAMS else {}
-                    answer = client.post("/v1/chat/completions", json={**body, **extra})
+                # A request of each kind first, scraped before the rest: every series then has a sample before the
+                # traffic that follows, and rate() counts that traffic (a series born between two scrapes would not
+                # have the two samples rate() needs).
+                for first in (plain, stream):
+                    assert client.post("/v1/chat/completions", json=first).status_code == 200
+                prometheus.wait_for('sum(switchboard_requests_total{route="r"})', lambda v: v == [2.0])
+                for n in range(2, REQUESTS):
+                    answer = client.post("/v1/chat/completions", json=stream if n < 2 + STREAMS else plain)
                     assert answer.status_code == 200, answer.text
                 prometheus.wait_for('sum(switchboard_requests_total{route="r"})', lambda v: v == [float(REQUESTS)])
                 yield prometheus
