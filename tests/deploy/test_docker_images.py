@@ -5,7 +5,11 @@ builds an image; what can be checked without one is."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -145,3 +149,32 @@ def test_the_cpu_backend_finds_its_engine_and_model_at_run_time_where_the_build_
     assert len(set(cache_homes)) == 1
     copied = [c.words()[-1] for c in final("Dockerfile.cpu-backend").all("COPY")]
     assert cache_homes[0] in copied
+
+
+def test_the_sources_the_images_copy_build_the_distribution_with_what_the_commands_read(tmp_path: Path) -> None:
+    """What the build stage runs, without Docker: the paths its COPY lines take (as the .dockerignore admits them)
+    build the wheel `pip install .` installs, with the entry point and the files the commands open at run time."""
+    context = tmp_path / "context"
+    for copy in stages(dockerfile("Dockerfile"))[0].all("COPY"):
+        *sources, _ = copy.words()
+        for source in sources:
+            origin, target = ROOT / source, context / source
+            if origin.is_dir():
+                shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(origin, target)
+    wheels = tmp_path / "wheels"
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels),
+                             str(context)], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (wheel,) = wheels.glob("switchboard-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        entry_points = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "switchboard = console.cli:main" in entry_points
+    for needed in ("services/gateway/examples/gateway.example.yaml",  # the gateway's default config
+                   "services/backend/convert_gguf.py",  # `switchboard backend model` in Dockerfile.cpu-backend
+                   "services/worker/keda-scaledobject.yaml"):
+        assert needed in names, f"{needed} is not in the wheel the image installs"
+    assert any(name.startswith("services/kubesim/crds/") for name in names)
