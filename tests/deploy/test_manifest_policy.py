@@ -298,7 +298,7 @@ def test_redis_persists_with_aof_on_a_pvc() -> None:
     statefulset = find(built("overlays/prod"), "StatefulSet", "redis")
     container = statefulset["spec"]["template"]["spec"]["containers"][0]
     args = container["args"]
-    assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--appendonly") + 1] == "yes" and args[args.index("--appendfsync") + 1] == "always"
     assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
     claim = statefulset["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
     assert {"name": claim, "mountPath": "/data"} in container["volumeMounts"]

@@ -5,6 +5,8 @@ schemas in ../shared/crds. ServiceMonitor (Prometheus Operator) has no schema he
 from __future__ import annotations
 
 import copy
+import functools
+import json
 
 import jsonschema
 import kubernetes_validate
@@ -35,7 +37,11 @@ EXPECTED = {  # kind -> names, in every overlay (the base has the Deployment ins
 
 
 def crd_validator(obj: Obj) -> jsonschema.Draft4Validator:
-    group, plural = CUSTOM_KINDS[(group_of(obj), obj["kind"])]
+    return _crd_validator(*CUSTOM_KINDS[(group_of(obj), obj["kind"])])
+
+
+@functools.cache
+def _crd_validator(group: str, plural: str) -> jsonschema.Draft4Validator:
     # The API server's structural-schema rules made strict, as kubesim applies them (unknown fields refused).
     return jsonschema.Draft4Validator(_structural(crd_schema(group, plural)))
 
@@ -47,11 +53,17 @@ def schema_errors(obj: Obj) -> list[str]:
     if obj["kind"] == "ServiceMonitor":
         spec = obj["spec"]
         return [] if spec.get("selector") and spec.get("endpoints") else ["a ServiceMonitor needs selector, endpoints"]
+    return list(_builtin_errors(json.dumps(obj, sort_keys=True)))
+
+
+@functools.cache
+def _builtin_errors(text: str) -> tuple[str, ...]:
+    """kubernetes-validate, strict, once per distinct object (the overlays share most of theirs)."""
     try:
-        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        kubernetes_validate.validate(json.loads(text), KUBE_VERSION, strict=True)
     except kubernetes_validate.ValidationError as exc:
-        return [str(exc)]
-    return []
+        return (str(exc),)
+    return ()
 
 
 @pytest.mark.parametrize("build", BUILDS)
