@@ -47,11 +47,11 @@ INPUT_TOKENS_WITHIN = 0.30
 
 
 class BundledEngine:
-    """``switchboard backend up`` on a free port (with ``extra_args`` in a config file when given), healthy on
-    entry, stopped with SIGTERM on exit; ``error`` holds its output when it did not become healthy."""
+    """``switchboard backend up`` on a free port (with ``settings`` as the ``backend:`` section of a config file
+    when given), stopped with SIGTERM on exit; ``start()`` says whether it became healthy (else see ``output``)."""
 
-    def __init__(self, extra_args: tuple[str, ...] = (), start_timeout_s: float = START_TIMEOUT_S) -> None:
-        self.extra_args, self.start_timeout_s = extra_args, start_timeout_s
+    def __init__(self, settings: dict[str, object] | None = None, start_timeout_s: float = START_TIMEOUT_S) -> None:
+        self.settings, self.start_timeout_s = settings or {}, start_timeout_s
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.output: list[str] = []
@@ -62,11 +62,11 @@ class BundledEngine:
     def start(self) -> bool:
         """True once healthy; False when the engine exited or timed out first (see ``output``)."""
         argv = [switchboard(), "backend", "up", "--port", str(self.port)]
-        if self.extra_args:
+        if self.settings:
             handle, name = tempfile.mkstemp(prefix="switchboard-engine-", suffix=".yaml")
             os.close(handle)
             self._config = Path(name)
-            self._config.write_text(json.dumps({"backend": {"extra_args": list(self.extra_args)}}))  # JSON is YAML
+            self._config.write_text(json.dumps({"backend": self.settings}))  # JSON is YAML
             argv += ["--config", name]
         started = time.monotonic()
         self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
