@@ -347,6 +347,9 @@ async def run(spec: BenchSpec, progress: ProgressCallback | None = None,
     metrics["send_lag_p50_ms"] = percentile(lags, 50)
     metrics["send_lag_p99_ms"] = percentile(lags, 99)
     metrics["send_lag_max_ms"] = lags[-1] if lags else 0.0
+    sent = [r.start for r in records if r.start]
+    span = max(sent) - t0 if sent else 0.0
+    metrics["send_rate"] = len(sent) / span if span > 0 else None  # requests/s as sent (inf rate: None)
     _report(progress, state, spec, ended - t0, "done")
     return BenchResult(spec=spec, runner="builtin", metrics=metrics, target=target, tokenizer=counter.name,
                        cancelled=cancelled, warmups_done=len(warm), errors=state.errors)
