@@ -7,11 +7,15 @@ Kubernetes source (read-only context) sees all of it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from kubernetes import client, config
@@ -29,6 +33,7 @@ from tests.waiting import until
 NAMESPACE = "ai-prod"
 START = 1_000.0
 DEADLINE_S = 120.0
+WALK_S = 600.0  # the whole canary, about 40 minutes of the cluster's clock, each second a controller pass
 RPS = "switchboard_requests_per_second"
 
 
@@ -54,12 +59,13 @@ class SteppedCluster:
 
         self.sim.call(steps)
 
-    def until(self, what: str, check: Callable[[], Any]) -> Any:
-        """Advances the clock a second at a time until ``check`` answers something true."""
-        deadline = time.monotonic() + DEADLINE_S
+    def until(self, what: str, check: Callable[[], Any], every_s: int = 1, within_s: float = DEADLINE_S) -> Any:
+        """Advances the clock (the controllers tick each second) until ``check``, asked every ``every_s`` seconds of
+        that clock, answers something true."""
+        deadline = time.monotonic() + within_s
         while not (found := check()):
             assert time.monotonic() < deadline, f"kubesim never reached: {what}"
-            self.advance(1)
+            self.advance(every_s)
         return found
 
     def load(self, workload: str, **totals: float) -> None:
@@ -156,3 +162,93 @@ def test_kubectl_apply_k_dev_runs_on_kubesim_and_the_console_sees_it(cluster: St
             await source.stop()
 
     asyncio.run(console_view())
+
+
+class StandInPrometheus:
+    """Prometheus's instant-query API (GET /api/v1/query) on loopback, answering every query with one sample: the
+    error rate or the p99 in milliseconds given. It records the queries, as rendered by the AnalysisRun."""
+
+    def __init__(self, error_rate: float, p99_ms: float) -> None:
+        self.queries: list[str] = []
+        answers = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                query = parse_qs(url.query).get("query", [""])[0]
+                answers.queries.append(query)
+                value = p99_ms if query.startswith("histogram_quantile") else error_rate
+                body = {"status": "success", "data": {"resultType": "vector", "result": [
+                    {"metric": {}, "value": [time.time(), str(value)]}]}}
+                if url.path != "/api/v1/query":
+                    body, code = {"status": "error", "error": "not found"}, 404
+                else:
+                    code = 200
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.address = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def point_analysis_at(cluster: SteppedCluster, address: str) -> None:
+    """The AnalysisTemplates' Prometheus address replaced by ``address`` (in a cluster, prometheus-operated)."""
+    custom = client.CustomObjectsApi(cluster.admin)
+    for name in ("gateway-error-rate", "gateway-latency-p99"):
+        template = custom.get_namespaced_custom_object("argoproj.io", "v1alpha1", NAMESPACE, "analysistemplates", name)
+        for metric in template["spec"]["metrics"]:
+            metric["provider"]["prometheus"]["address"] = address
+        custom.replace_namespaced_custom_object("argoproj.io", "v1alpha1", NAMESPACE, "analysistemplates", name,
+                                                template)
+
+
+@pytest.mark.parametrize(("error_rate", "promoted"), [(0.002, True), (0.05, False)])
+def test_a_new_gateway_version_walks_the_dev_canary(cluster: SteppedCluster, error_rate: float,
+                                                     promoted: bool) -> None:
+    """A new image walks the dev overlay's steps (1%, 10%, 50% with 1, 2 and 4 minute holds): each analysis queries
+    the stand-in Prometheus for the canary's pod template hash, and the quality gate's Job runs at 10% and 50%.
+    Under 1% errors and a p99 under 3 s the canary becomes stable at 100%; at 5% errors the first analysis fails
+    and the Rollout aborts, keeping the old version stable."""
+    prometheus = StandInPrometheus(error_rate, p99_ms=850.0)
+    try:
+        apply_dev(cluster)
+        point_analysis_at(cluster, prometheus.address)
+        stable = cluster.until("the first revision stable", lambda: (r := cluster.rollout()).get("status", {}).get(
+            "phase") == "Healthy" and r["status"]["stableRS"])
+        custom = client.CustomObjectsApi(cluster.admin)
+        patch = {"spec": {"template": {"spec": {"containers": [
+            {"name": "gateway", "image": "ghcr.io/switchboard-dev/switchboard:0.1.1"}]}}}}
+        custom.patch_namespaced_custom_object("argoproj.io", "v1alpha1", NAMESPACE, "rollouts", "ai-gateway", patch)
+        held = cluster.until("the 1% step's hold", lambda: (r := cluster.rollout()).get("status", {}).get(
+            "currentStepIndex") == 1 and r)
+        canary = held["status"]["currentPodHash"]
+        assert canary != stable
+        if promoted:
+            done = cluster.until("the canary promoted", lambda: (r := cluster.rollout())["status"].get(
+                "stableRS") == canary and r["status"].get("phase") == "Healthy" and r, every_s=10, within_s=WALK_S)
+            assert done["status"]["currentStepIndex"] == len(done["spec"]["strategy"]["canary"]["steps"])
+            jobs = client.BatchV1Api(cluster.admin).list_namespaced_job(NAMESPACE).items
+            assert len(jobs) == 2 and all(job.status.succeeded == 1 for job in jobs)  # the quality gate at 10%, 50%
+            assert jobs[0].spec.template.spec.containers[0].command[:4] == ["switchboard", "judge", "--release",
+                                                                            "gateway"]
+        else:
+            aborted = cluster.until("the Rollout aborted", lambda: (r := cluster.rollout())["status"].get(
+                "abort") and r, every_s=10)
+            assert aborted["status"]["stableRS"] == stable and aborted["status"]["phase"] == "Degraded"
+        hashed = f'rollouts_pod_template_hash="{canary}"'
+        assert prometheus.queries and all(hashed in query for query in prometheus.queries)
+        assert {query.startswith("histogram_quantile") for query in prometheus.queries} == {True, False}
+    finally:
+        prometheus.close()

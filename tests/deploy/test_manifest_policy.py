@@ -206,6 +206,10 @@ def test_the_rollout_walks_the_seeds_steps() -> None:
                 assert arg["valueFrom"] == {"podTemplateHashValue": "Latest"}
     dev = steps("overlays/dev")
     assert [step["pause"]["duration"] for step in dev if "pause" in step] == ["1m", "2m", "4m"]
+    for build, interval in (("overlays/prod", "5m"), ("overlays/dev", "1m")):
+        gates = [t for t in built(build)
+                 if t["kind"] == "AnalysisTemplate" and t["metadata"]["name"] != "gateway-quality"]
+        assert [t["spec"]["metrics"][0]["interval"] for t in gates] == [interval, interval]
     assert [step for step in dev if "pause" not in step] == [step for step in prod if "pause" not in step]
 
 
