@@ -4,6 +4,8 @@ engineer's ``kubectl apply -k`` would render it, plus the helpers that walk the 
 from __future__ import annotations
 
 import functools
+import json
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -28,9 +30,17 @@ CUSTOM_KINDS = {("argoproj.io", "Rollout"): ("argoproj.io", "rollouts"),
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Rollout")
 
 
+@functools.cache
 def kubectl() -> str:
+    """kubectl with a kustomize that knows components (v4 or later: kubectl 1.21 and later)."""
     found = shutil.which("kubectl")
     assert found, "kubectl is needed to build the kustomizations: apt-get install kubernetes-client (make test does)"
+    result = subprocess.run([found, "version", "--client", "-o", "json"], capture_output=True, text=True, timeout=60)
+    version = json.loads(result.stdout or "{}").get("kustomizeVersion", "") if result.returncode == 0 else ""
+    major = re.match(r"v(\d+)\.", version)
+    assert major and int(major.group(1)) >= 4, (
+        f"{found}'s kustomize is {version or 'unknown'}: manifests/ needs kustomize v4 or later (kubectl 1.21 or "
+        f"later; Debian bookworm's kubernetes-client is 1.20): install a newer kubectl (https://dl.k8s.io)")
     return found
 
 
