@@ -57,7 +57,6 @@ KINDS: tuple[ResourceKind, ...] = (
                  namespaced=False, status=False, verbs=("create",)),
     # Stored and validated only (no controller acts on them): what manifests/ applies beside the kinds above.
     ResourceKind("", "v1", "serviceaccounts", "ServiceAccount", status=False, short_names=("sa",)),
-    ResourceKind("", "v1", "secrets", "Secret", status=False),
     ResourceKind("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", short_names=("pdb",)),
     ResourceKind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", status=False,
                  short_names=("netpol",)),
