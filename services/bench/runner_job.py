@@ -2,10 +2,12 @@
 
 The Job's container runs ``vllm bench serve`` with the flags the ``vllm`` runner uses (``bench_args``), then
 prints the result file between two marker lines, so the result is read from the pod's log; the log is streamed
-into progress as it comes. The key, when the spec names one, goes into a Secret made for the run (the Job's env
-reads it with ``secretKeyRef``, so it is in no Job spec or log). The Job (propagationPolicy Background, so its pod
-goes too) and the Secret are deleted when the run ends, fails or is cancelled; ``ttlSecondsAfterFinished`` and an
-owner reference on the Secret clean up after a runner that died.
+into progress as it comes. The key never leaves the cluster: when the spec names a key variable (``api_key_env``),
+the pod's OPENAI_API_KEY comes from the Secret ``key_secret`` (default "switchboard-bench"), under a key of that
+variable's name, which the operator creates once (``kubectl create secret generic switchboard-bench
+--from-literal=SB_KEY=...``); a missing one fails the run at once (CreateContainerConfigError). The Job
+(propagationPolicy Background, so its pod goes too) is deleted when the run ends, fails or is cancelled;
+``ttlSecondsAfterFinished`` cleans up after a runner that died.
 
 Only the random dataset: a prompts file on this machine is not inside the pod. A local tokenizer is not either,
 so the pod tokenizes with the model id the server reports (a Hugging Face id on a real deployment).
@@ -36,11 +38,14 @@ BEGIN, END = "=== switchboard bench result begin ===", "=== switchboard bench re
 SCRIPT = (f'vllm bench serve "$@" || exit $?; echo "{BEGIN}"; tr -d "\\n" < {RESULT_DIR}/result.json; echo; '
           f'echo "{END}"')
 LABELS = {"app.kubernetes.io/name": "switchboard-bench", "app.kubernetes.io/managed-by": "switchboard"}
-KEY_NAME = "api-key"
+KEY_SECRET = "switchboard-bench"
 TTL_AFTER_FINISHED_S = 3600
 ACTIVE_DEADLINE_S = 6 * 3600  # vLLM's own session timeout
 POLL_S = 1.0
+# A pod waiting for one of these will not start without someone changing something: the run fails at once.
+STUCK_REASONS = ("ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError")
 NAMESPACE_ENV, IMAGE_ENV = "SWITCHBOARD_BENCH_JOB_NAMESPACE", "SWITCHBOARD_BENCH_JOB_IMAGE"
+KEY_SECRET_ENV = "SWITCHBOARD_BENCH_JOB_KEY_SECRET"
 
 
 class JobBenchError(RuntimeError):
@@ -57,11 +62,13 @@ def job_args(spec: BenchSpec) -> list[str]:
     return bench_args(spec, RESULT_DIR)
 
 
-def job_manifest(spec: BenchSpec, name: str, image: str = DEFAULT_IMAGE, key_secret: str | None = None) -> dict:
+def job_manifest(spec: BenchSpec, name: str, image: str = DEFAULT_IMAGE, key_secret: str = KEY_SECRET) -> dict:
     """The Job that runs one benchmark. Pure."""
-    env = [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "VLLM_NO_USAGE_STATS", "value": "1"}]
-    if key_secret is not None:
-        env.append({"name": "OPENAI_API_KEY", "valueFrom": {"secretKeyRef": {"name": key_secret, "key": KEY_NAME}}})
+    env: list[dict[str, Any]] = [{"name": "PYTHONUNBUFFERED", "value": "1"},
+                                 {"name": "VLLM_NO_USAGE_STATS", "value": "1"}]
+    if spec.api_key_env is not None:
+        env.append({"name": "OPENAI_API_KEY",
+                    "valueFrom": {"secretKeyRef": {"name": key_secret, "key": spec.api_key_env}}})
     container = {
         "name": CONTAINER, "image": image, "command": ["/bin/sh", "-c", SCRIPT, "vllm-bench", *job_args(spec)],
         "env": env, "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "8Gi"}},
@@ -122,16 +129,19 @@ class _LogCapture:
 
 class JobRunner:
     """Runs the benchmark as a Job in ``namespace`` (``$SWITCHBOARD_BENCH_JOB_NAMESPACE``, else "default") with
-    ``image`` (``$SWITCHBOARD_BENCH_JOB_IMAGE``, else ``DEFAULT_IMAGE``); ``api_client`` defaults to the current
+    ``image`` (``$SWITCHBOARD_BENCH_JOB_IMAGE``, else ``DEFAULT_IMAGE``) and the key from the Secret ``key_secret``
+    (``$SWITCHBOARD_BENCH_JOB_KEY_SECRET``, else "switchboard-bench"); ``api_client`` defaults to the current
     kubeconfig context (or the in-cluster config)."""
 
     name = "job"
 
     def __init__(self, api_client: Any = None, namespace: str | None = None, image: str | None = None,
-                 poll_s: float = POLL_S, clock: Callable[[], float] = time.monotonic) -> None:
+                 key_secret: str | None = None, poll_s: float = POLL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._api_client = api_client
         self.namespace = namespace or os.environ.get(NAMESPACE_ENV) or "default"
         self.image = image or os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE
+        self.key_secret = key_secret or os.environ.get(KEY_SECRET_ENV) or KEY_SECRET
         self.poll_s, self.clock = poll_s, clock
         self.job_name: str | None = None  # the Job of the run in progress
 
@@ -150,16 +160,15 @@ class JobRunner:
 
     async def run(self, spec: BenchSpec, progress: ProgressCallback | None = None,
                   cancel: asyncio.Event | None = None) -> BenchResult:
-        key = spec.api_key()  # an unset variable fails here, before anything is created
         name = f"switchboard-bench-{uuid.uuid4().hex[:10]}"
-        manifest = job_manifest(spec, name, self.image, f"{name}-key" if key is not None else None)
+        manifest = job_manifest(spec, name, self.image, self.key_secret)
         watcher = OutputWatcher(spec, progress, self.clock)
         capture = _LogCapture(watcher)
         say = watcher.line
         api = _Api(self._client(), self.namespace)
         self.job_name = name
         try:
-            await asyncio.to_thread(api.create, manifest, key)
+            await asyncio.to_thread(api.create, manifest)
             say(f"job {self.namespace}/{name} created ({self.image})")
             pod = await self._wait_for_pod(api, name, cancel)
             if pod is None:
@@ -199,7 +208,7 @@ class JobRunner:
             return result.model_copy(update={"log": watcher.log()})
         finally:
             self.job_name = None
-            await asyncio.to_thread(api.delete, name, key is not None)
+            await asyncio.to_thread(api.delete, name)
 
     async def _wait_for_pod(self, api: _Api, name: str, cancel: asyncio.Event | None) -> str | None:
         """The Job's pod once it has left Pending (its log can be read), or None when cancelled first."""
@@ -210,6 +219,9 @@ class JobRunner:
             failure = await asyncio.to_thread(api.failure, name)
             if failure is not None:
                 raise JobBenchError(f"job {name} {failure} before its pod started")
+            stuck = await asyncio.to_thread(api.stuck, name)
+            if stuck is not None:
+                raise JobBenchError(f"job {name}'s pod cannot start: {stuck}")
             if cancel is not None:
                 try:
                     await asyncio.wait_for(cancel.wait(), self.poll_s)
@@ -241,18 +253,8 @@ class _Api:
         self.client, self.namespace = client, namespace
         self.core, self.batch = client.CoreV1Api(api_client), client.BatchV1Api(api_client)
 
-    def create(self, manifest: dict, key: str | None) -> None:
-        name = manifest["metadata"]["name"]
-        if key is not None:
-            self.core.create_namespaced_secret(self.namespace, {
-                "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                "metadata": {"name": f"{name}-key", "labels": manifest["metadata"]["labels"]},
-                "stringData": {KEY_NAME: key}})  # fmt: skip
-        job = self.batch.create_namespaced_job(self.namespace, manifest)
-        if key is not None:  # owned by the Job: the garbage collector removes it with the Job
-            owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": job.metadata.uid}
-            self.core.patch_namespaced_secret(f"{name}-key", self.namespace,
-                                              {"metadata": {"ownerReferences": [owner]}})
+    def create(self, manifest: dict) -> None:
+        self.batch.create_namespaced_job(self.namespace, manifest)
 
     def _pods(self, name: str) -> list[Any]:
         return list(self.core.list_namespaced_pod(self.namespace, label_selector=f"job-name={name}").items)
@@ -261,6 +263,15 @@ class _Api:
         for pod in self._pods(name):
             if pod.status is not None and pod.status.phase in ("Running", "Succeeded", "Failed"):
                 return str(pod.metadata.name)
+        return None
+
+    def stuck(self, name: str) -> str | None:
+        """Why the Job's pod cannot start ("ImagePullBackOff: ..."), or None."""
+        for pod in self._pods(name):
+            for status in (pod.status and pod.status.container_statuses) or []:
+                waiting = status.state and status.state.waiting
+                if waiting is not None and waiting.reason in STUCK_REASONS:
+                    return f"{waiting.reason}: {waiting.message or ''}".rstrip(": ")
         return None
 
     def finished(self, pod: str) -> bool:
@@ -307,16 +318,12 @@ class _Api:
             if stop.wait(poll_s):
                 return
 
-    def delete(self, name: str, secret: bool) -> None:
+    def delete(self, name: str) -> None:
+        """propagationPolicy Background: the Job goes at once, its pod after it (a 404 is fine: already gone)."""
         from kubernetes.client.rest import ApiException
 
-        calls: list[Callable[[], object]] = [
-            lambda: self.batch.delete_namespaced_job(name, self.namespace, propagation_policy="Background")]
-        if secret:
-            calls.append(lambda: self.core.delete_namespaced_secret(f"{name}-key", self.namespace))
-        for call in calls:
-            try:
-                call()
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
+        try:
+            self.batch.delete_namespaced_job(name, self.namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

