@@ -44,7 +44,9 @@ from console.actions import (
     keymap,
     visible_actions,
 )
+from console.actions.bench import BenchDesk
 from console.actions.rollouts import RolloutDesk, find_rollout
+from console.bench_screen import BenchFormScreen
 from console.contexts import Context, ContextError, default_operator
 from console.heap import QuietCollector
 from console.panes import (
@@ -59,6 +61,7 @@ from console.panes import (
     ReleasesPane,
     RoutingPane,
 )
+from console.panes.benchmarks import BenchmarksPane
 from console.panes.keybar import KeyBar, KeyHint
 from console.screens import ActionCommands, Confirmation, ConfirmScreen, HelpRow, HelpScreen, context_badge
 from console.sources.engine import EngineClient
@@ -68,6 +71,7 @@ from console.sources.poller import Health, Observed, Poller
 from console.sources.prometheus import PrometheusClient, ProvidersView
 from console.text import clean
 from services.admin_api import BatchProgress, GatewayState, QueueSnapshot, ReleaseList, ReleaseState
+from services.bench.spec import BenchSpec
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +114,7 @@ SOURCES: tuple[Source, ...] = (
     Source("keys", lambda app: app.gateway.keys, 2),
     Source("releases", lambda app: app.gateway.releases),
     Source("queue", lambda app: app.gateway.queue, 2),
+    Source("bench", lambda app: app.bench.runs, 5),  # past runs, from files
     Source("prometheus", lambda app: app.prometheus.figures if app.prometheus is not None else None, 2),
 )
 PANES: tuple[PaneSpec, ...] = (  # in digit-key order: 1 jumps to the first
@@ -131,6 +136,8 @@ PANES: tuple[PaneSpec, ...] = (  # in digit-key order: 1 jumps to the first
     PaneSpec("autoscaling", AutoscalingPane, KUBE_SOURCE, lambda app, pane, o, now: pane.show(o, now, time.time()),
              wide=True, rows=2),
     PaneSpec("queue", QueuePane, "queue", lambda app, pane, o, now: pane.show(o, now, time.time()), wide=True, rows=2),
+    PaneSpec("benchmarks", BenchmarksPane, "bench",
+             lambda app, pane, o, now: pane.show(o, app.bench.status_line(), now), wide=True, rows=2),
 )
 PANE_IDS = tuple(spec.id for spec in PANES)
 NARROW_COLUMN = 48
@@ -174,7 +181,7 @@ def registry_bindings() -> list[BindingType]:
         for a in CONSOLE_ACTIONS
     ]
     bindings.append(Binding("shift+tab", "previous_pane", "Previous pane", show=False, priority=True))
-    bindings += [Binding(str(n), f"focus_pane({n})", f"Pane {n}", show=False) for n in range(1, len(PANES) + 1)]
+    bindings += [Binding(str(n % 10), f"focus_pane({n})", f"Pane {n}", show=False) for n in range(1, len(PANES) + 1)]
     return bindings
 
 
@@ -251,6 +258,7 @@ class SwitchboardApp(App[int]):
         self.providers = ProvidersView()
         self.kube = kube  # the cluster's watches: pushed, not polled (``KUBE_SOURCE`` snapshots)
         self.rollouts = RolloutDesk()  # Argo rollouts: the access review's answers, changes sent and not yet observed
+        self.bench = BenchDesk.for_context(context)  # past benchmark runs and the one in progress
         self.readonly = readonly or context.readonly
         self.keys = keymap(dict(keys or {}))
         self.operator = operator
@@ -286,7 +294,7 @@ class SwitchboardApp(App[int]):
         yield Static(id="context-bar")
         with Container(id="panes"):
             for number, spec in enumerate(PANES, 1):
-                yield spec.widget(str(number), id=spec.id)
+                yield spec.widget(str(number % 10), id=spec.id)  # the tenth pane is 0
         yield KeyBar(id="keys")
 
     def pane(self, pane_id: str) -> Pane:
@@ -646,12 +654,22 @@ class SwitchboardApp(App[int]):
         state = self.action_state()
         rows = [HelpRow(key_display(self.keys[a.id]), a.description, a.unavailable(state) or "")
                 for a in visible_actions(self.readonly)]
-        navigation = [HelpRow(str(n), f"Jump to the {spec.title} pane") for n, spec in enumerate(PANES, 1)]
+        navigation = [HelpRow(str(n % 10), f"Jump to the {spec.title} pane") for n, spec in enumerate(PANES, 1)]
         navigation.append(HelpRow("shift+tab", "Focus the previous pane"))
         navigation.append(HelpRow("↑ ↓", "Select a row (Routing: the target +/- and d/u act on)"))
         navigation.append(HelpRow("shift+↑ ↓", "Releases: scroll the selected release's detail"))
         navigation.append(HelpRow("/", "GPU pods: filter by pod, workload or node (escape clears)"))
+        navigation.append(HelpRow("space", "Benchmarks: mark the run to compare (A, then B)"))
         self.push_screen(HelpScreen(rows, navigation, self.readonly))
+
+    def open_benchmark(self) -> None:
+        c = self.context
+        self.push_screen(BenchFormScreen(self.bench, c.name, c.color, c.prod), self._start_benchmark)
+
+    def _start_benchmark(self, spec: BenchSpec | None) -> None:
+        if spec is not None:
+            self.run_worker(self.bench.run(spec, self), group="bench", exclusive=True, exit_on_error=False)
+            self._activate("benchmarks")
 
     def open_palette(self) -> None:
         self.action_command_palette()

@@ -176,6 +176,7 @@ def start_or_cancel(host: ConsoleHost) -> None:
 
 
 BENCH = Action("bench", "Benchmark: open the form (presets, target, load), or cancel the run in progress", key="b",
-               label="Bench", danger=Danger.WRITE, perform=start_or_cancel)
+               label="Bench", danger=Danger.WRITE, perform=start_or_cancel,
+               show_in_footer=False)  # the key bar is full at 80 columns: help, the palette and the pane say b
 
 ACTIONS: Sequence[Action] = (BENCH,)

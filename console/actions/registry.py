@@ -7,11 +7,11 @@ A new action is one ``Action`` in its domain's ``ACTIONS``.
 
 from __future__ import annotations
 
-from console.actions import batches, keys, navigation, overview, releases, rollouts, routing
+from console.actions import batches, bench, keys, navigation, overview, releases, rollouts, routing
 from console.actions.base import Action
 
 ACTIONS: tuple[Action, ...] = (*routing.ACTIONS, *releases.ACTIONS, *rollouts.ACTIONS, *batches.ACTIONS,
-                              *navigation.ACTIONS, *overview.ACTIONS, *keys.ACTIONS)
+                              *bench.ACTIONS, *navigation.ACTIONS, *overview.ACTIONS, *keys.ACTIONS)
 REGISTRY: dict[str, Action] = {action.id: action for action in ACTIONS}
 CONSOLE_ACTIONS: tuple[Action, ...] = tuple(action for action in ACTIONS if action.in_console)
 CLI_ACTIONS: tuple[Action, ...] = tuple(action for action in ACTIONS if action.cli is not None)

@@ -30,7 +30,7 @@ def test_shift_weights_in_a_real_terminal(tmux: Tmux, gateway_process: GatewayPr
     gw = gateway_process
     config = write_console_config(tmp_path / "console.yaml", "e2e", "e2e@tmux", admin_url=gw.url,
                                   token_env="SWITCHBOARD_TEST_OPERATOR_TOKEN", engine_url=None, poll_interval_s=0.5)
-    tmux.start(console_argv(config, "e2e"))
+    tmux.start(console_argv(config, "e2e"), height=44)  # ten panes: room for a row in the Audit pane
     tmux.wait_for(lambda s: "Routing LIVE" in s and "split" in s, "the Routing pane LIVE with pool split")
     tmux.keys("2")
     for _ in range(3):

@@ -101,9 +101,11 @@ async def test_digits_and_tab_move_between_panes_at_80x24() -> None:
         await pilot.press("tab", "tab")
         assert app.active_pane == "queue"
         await pilot.press("tab")
+        assert app.active_pane == "benchmarks"
+        await pilot.press("tab")
         assert app.active_pane == "providers"
         await pilot.press("shift+tab")
-        assert app.active_pane == "queue"
+        assert app.active_pane == "benchmarks"
         assert app.query_one("#routing").outer_size.height == 1, "inactive panes collapse to their title at 80x24"
 
 

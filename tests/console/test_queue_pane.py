@@ -141,7 +141,7 @@ async def test_the_console_polls_the_queue_and_keeps_the_rows_when_it_fails(api:
     ctx = Context(name="test", admin_url=api.url, token_env=None, engine_url=None, poll_interval_s=0.2,
                   timeout_s=1.0)
     app = create_app(ctx, down_after_s=60.0)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(120, 50)) as pilot:  # tall enough for the queue's note beside nine other panes
         pane = app.query_one(QueuePane)
         await pilot.press(QUEUE_DIGIT)
         await wait_for(pilot, lambda: pane.body.row_keys, WITHIN_S, "the batches")
