@@ -115,7 +115,7 @@ def test_cancel_stops_sending_at_once_and_closes_streams_in_flight(standin: Call
         return at_cancel, len(completions(server)), result
 
     at_cancel, at_return, result = asyncio.run(scenario())
-    assert at_return - at_cancel <= 1  # at most the one already on its way
+    assert at_return - at_cancel <= 2  # 25 ms apart: at most what was already on its way to the stand-in's thread
     assert result.cancelled
     assert result.metrics["completed"] + result.metrics["failed"] < at_return
     assert math.isfinite(result.metrics["duration"])
