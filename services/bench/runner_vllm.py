@@ -190,15 +190,18 @@ class OutputWatcher:
 
 
 async def stop_group(proc: asyncio.subprocess.Process, grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM the benchmark's process group, SIGKILL it after ``grace_s``; reap it."""
+    """SIGTERM the benchmark's process group, SIGKILL it after ``grace_s``; reap it. Whatever of the group outlives
+    its leader (a helper process) is killed too."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
         try:
             await asyncio.wait_for(proc.wait(), grace_s)
-            return
+            break
         except TimeoutError:
             continue
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 class VllmRunner:

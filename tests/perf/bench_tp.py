@@ -81,7 +81,7 @@ def synthetic_model(say: Any = print) -> Path:
 def last_error(output: list[str]) -> str:
     """The engine's own words for why it stopped: its last line that names an error (not a link to docs)."""
     lines = [line.strip() for line in "".join(output).splitlines() if line.strip()]
-    named = [line for line in lines if re.search(r"Error|error:", line) and "://" not in line]
+    named = [line for line in lines if re.search(r"Error|error[:,]", line) and "://" not in line]
     return (named or lines or ["(no output)"])[-1][:600]
 
 
