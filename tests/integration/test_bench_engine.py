@@ -8,9 +8,11 @@ equal. Input tokens differ by construction (each runner draws its own random pro
 `tokenizers` package in the project's virtualenv, sizes them by an estimate of 4 bytes a token while vLLM decodes
 64 random token ids); both count them from the server's usage: within 30%. The timings come from
 two different clients on a 2-core machine whose two cores the engine's worker also uses, shared with whatever
-else runs: median TTFT, median TPOT, median ITL and output throughput each within a factor of 2 of the other
-runner's. A disagreement beyond that (TPOT from a different formula, ITL pooled differently, a TTFT taken at the
-wrong chunk, the warm-ups counted in) shows up as a factor of the order of the output length (16), far outside it.
+else runs: median TTFT, median TPOT, median ITL and output throughput each within a factor of 3 of the other
+runner's (two identical runs back to back on this host, shared with other work, have differed by 1.8x in output
+throughput; the first run here agreed within 0.86-1.13x). What the factor catches is a measurement taken at the
+wrong place: TPOT or ITL in seconds or per request rather than per token, a TTFT taken at the last chunk, the
+warm-ups counted in; those are off by the output length (16) or a thousand.
 
 The table goes to tests/perf/results/bench-engine-compare-latest.json and is printed (run with -s to see it).
 """
@@ -42,7 +44,7 @@ from tests.integration.test_backend_vllm import START_TIMEOUT_S, run_step, switc
 RESULTS = Path(__file__).resolve().parents[1] / "perf" / "results" / "bench-engine-compare-latest.json"
 RUN_S = 600  # bounds a broken run; a run here takes 10-30 s
 EXACT = ("completed", "failed", "total_output_tokens")
-WITHIN_FACTOR = {"median_ttft_ms": 2.0, "median_tpot_ms": 2.0, "median_itl_ms": 2.0, "output_throughput": 2.0}
+WITHIN_FACTOR = {"median_ttft_ms": 3.0, "median_tpot_ms": 3.0, "median_itl_ms": 3.0, "output_throughput": 3.0}
 INPUT_TOKENS_WITHIN = 0.30
 
 
