@@ -137,7 +137,8 @@ PANES: tuple[PaneSpec, ...] = (  # in digit-key order: 1 jumps to the first
              wide=True, rows=2),
     PaneSpec("queue", QueuePane, "queue", lambda app, pane, o, now: pane.show(o, now, time.time()), wide=True, rows=2),
     PaneSpec("benchmarks", BenchmarksPane, "bench",
-             lambda app, pane, o, now: pane.show(o, app.bench.status_line(), now), wide=True, rows=2),
+             lambda app, pane, o, now: pane.show(o, app.bench.status_line(), now, app.bench.log_tail()), wide=True,
+             rows=2),
 )
 PANE_IDS = tuple(spec.id for spec in PANES)
 NARROW_COLUMN = 48

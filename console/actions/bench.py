@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from console.contexts import Context
 
 REDRAW_EVERY_S = 0.25  # the live line is redrawn at most this often, however fast progress comes
+LOG_LINES = 200  # a runner's output kept while it runs (vllm bench serve's, a Job's pod log)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class LiveRun:
     progress: Progress | None = None
     cancelling: bool = False
     last_redraw: float = field(default=0.0)
+    log: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
 
 
 def targets_for(context: Context) -> BenchTargets:
@@ -113,6 +116,10 @@ class BenchDesk:
             return progress_text(self.live.progress, self.live.label, self.live.cancelling) + " · b cancels"
         return self.last or "b starts a benchmark"
 
+    def log_tail(self) -> tuple[str, ...]:
+        """The output of the runner in progress (vllm and job runners print one), oldest first."""
+        return tuple(self.live.log) if self.live is not None and self.live.log else ()
+
     def spec_from(self, values: Mapping[str, str]) -> BenchSpec:
         """The form's spec, checked; FormError names the field to fix (nothing is sent)."""
         spec = spec_from_form(values)
@@ -135,6 +142,8 @@ class BenchDesk:
 
         def progress(update: Progress) -> None:
             live.progress = update
+            if update.line:
+                live.log.append(update.line)
             now = self.clock()
             if now - live.last_redraw >= REDRAW_EVERY_S:
                 live.last_redraw = now

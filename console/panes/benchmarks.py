@@ -78,6 +78,7 @@ class BenchmarksPane(Pane):
         super().__init__(key, id=id)
         self.runs: tuple[Run, ...] = ()
         self.marked: tuple[str, ...] = ()
+        self.runner_log: tuple[str, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield Static(id="bench-status")
@@ -93,13 +94,15 @@ class BenchmarksPane(Pane):
     def selected_run(self) -> str | None:
         return self.body.cursor_key
 
-    def show(self, observed: Observed[BenchRuns], status: str, now: float) -> None:
-        """``status``: the desk's live line (the run in progress, or what the last one came to)."""
+    def show(self, observed: Observed[BenchRuns], status: str, now: float, log: tuple[str, ...] = ()) -> None:
+        """``status``: the desk's live line (the run in progress, or what the last one came to); ``log``: the output
+        of the runner in progress (vllm bench serve's, a Job's pod log), shown below the runs while it goes."""
         listing = observed.data
         count = len(listing.runs) if listing is not None else 0
         self.show_health(observed, now, f"{count} run{'' if count == 1 else 's'}" if listing is not None else "")
-        if not self.changed(listing, observed.error, status):
+        if not self.changed(listing, observed.error, status, log):
             return
+        self.runner_log = log
         self.query_one("#bench-status", Static).update(safe_text(status, style="bold" if "·" in status else "dim"))
         self.runs = listing.runs if listing is not None else ()
         self.marked = toggle_mark(self.marked, "", {run_id for run_id, _ in self.runs})
@@ -138,6 +141,8 @@ class BenchmarksPane(Pane):
         results = dict(self.runs)
         if len(self.marked) == 2:
             return comparison(self.marked, results)
+        if self.runner_log:
+            return runner_output(self.runner_log, max(self.query_one("#bench-detail").size.height - 1, 1))
         current = self.selected_run
         if current is None or current not in results:
             return Text("")
@@ -168,6 +173,12 @@ def comparison(marked: tuple[str, ...], results: dict[str, BenchResult]) -> Rend
         table.add_row(line.metric, line.a, line.b, line.ratio, Text(line.verdict, style=VERDICT_STYLE.get(
             line.verdict, "")))
     return table
+
+
+def runner_output(log: tuple[str, ...], lines: int = 40) -> RenderableType:
+    """The runner's latest output lines, escaped: a process or a pod wrote them."""
+    head = Text(f"runner output (last {min(len(log), lines)} lines)", style="bold")
+    return Group(head, *(safe_text(line) for line in log[-lines:]))
 
 
 def chart(sweep: list[Run]) -> RenderableType:

@@ -125,3 +125,18 @@ async def test_in_the_console_it_is_pane_0_in_help_and_reads_the_store(tmp_path:
         assert re.search(r"^ 0 +Jump to the Benchmarks pane", navigation, re.M)
         assert re.search(r"^ space +Benchmarks: mark the run to compare", navigation, re.M)
         assert re.search(r"^ b +Benchmark: open the form", actions, re.M)
+
+
+async def test_a_runners_output_shows_its_latest_lines_escaped_while_it_runs() -> None:
+    app = BenchPaneApp(status="vllm run: 3/10 done, 0 failed · b cancels")
+    async with app.run_test(size=(100, 20)) as pilot:
+        pane = app.query_one(BenchmarksPane)
+        log = (*(f"line {n}" for n in range(60)), f"pod says {chr(27)}]0;owned{chr(7)}")
+        pane.show(app.observed, "vllm run: 4/10 done, 0 failed · b cancels", NOW, log)
+        await pilot.pause()
+        text = detail_text(pane)
+        assert text.startswith("runner output (last ")
+        assert "line 59" in text and "line 0\n" not in text
+        assert text.rstrip().endswith("pod says ␛]0;owned␇")
+        pane.show(app.observed, "vllm run finished: 10 requests, 1 run saved (x)", NOW, ())
+        assert "runner output" not in detail_text(pane)
