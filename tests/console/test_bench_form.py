@@ -203,3 +203,16 @@ async def test_read_only_hides_b(server: Standin) -> None:
         await pilot.press("question_mark")
         help_text = plain(app.screen.query_one("#help-actions", Static).content)
         assert "Refresh every source now" in help_text and "Benchmark" not in help_text
+
+
+async def test_a_run_that_cannot_start_says_why_and_saves_nothing(server: Standin) -> None:
+    app = console(server, target=NO_GATEWAY, label="nowhere")
+    async with app.run_test(size=SIZE) as pilot:
+        await open_form(pilot, app)
+        await pick_preset(pilot, app, "quick")
+        await pilot.click("#bench-run")
+        await wait_for(pilot, lambda: "nowhere failed:" in live_line(app), WITHIN_S, "the failure in the live line")
+        assert not app.bench.running and RunStore().ids() == []
+        severity, title, message = app.notices[-1]
+        assert (severity, title) == ("error", "Benchmark") and message.startswith("nowhere failed: ")
+        assert "127.0.0.1:9" in message
