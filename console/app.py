@@ -273,6 +273,7 @@ class SwitchboardApp(App[int]):
         self.paused = False
         self.writing = False
         self.heap = QuietCollector()
+        self._header: Text | None = None
         self.staged: StagedWeights | None = None
         self.snapshots: dict[str, Observed[Any]] = {name: Observed(name) for name in self.fetchers}  # shown
         if kube is not None:
@@ -458,10 +459,13 @@ class SwitchboardApp(App[int]):
             header.append(" PAUSED ", style="bold white on blue")
             if self.held:
                 header.append(" newer data held", style="italic")
+        if header == self._header:
+            return  # Static.update lays the whole screen out again: not on every cluster snapshot
         try:
             self.query_one("#context-bar", Static).update(header)
         except NoMatches:
-            pass
+            return
+        self._header = header
 
     # ---- panes and selection --------------------------------------------------------------------
 

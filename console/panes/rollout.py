@@ -261,6 +261,7 @@ class RolloutBoard(Horizontal):
         super().__init__(id=id)
         self._views: dict[str, RolloutView] = {}
         self._shown_detail: RolloutView | None = None
+        self._detail_drawn = False
 
     def compose(self) -> ComposeResult:
         yield KeyedTable(LIST_COLUMNS, id=f"{self.id or 'rollout'}-list")
@@ -297,7 +298,7 @@ class RolloutBoard(Horizontal):
     def _show_detail(self) -> None:
         key = self.selected_key
         view = self._views.get(key) if key is not None else None
-        if view is self._shown_detail and view is not None:
-            return
-        self._shown_detail = view
+        if view == self._shown_detail and self._detail_drawn:
+            return  # every snapshot brings new, often equal, views: redrawing lays the whole screen out again
+        self._shown_detail, self._detail_drawn = view, True
         self.query_one(RolloutDetail).show(detail(view) if view is not None else Text(""))
