@@ -471,10 +471,11 @@ class SwitchboardApp(App[int]):
 
     def _activate(self, pane_id: str, focus: bool = True) -> None:
         self.active_pane = pane_id
-        for other in PANE_IDS:
-            pane = self.pane(other)
-            pane.set_class(other == pane_id, "-active")
-            pane.set_class(other != pane_id, "-inactive")
+        with self.batch_update():  # one layout for the four class changes, not one each
+            for other in PANE_IDS:
+                pane = self.pane(other)
+                pane.set_class(other == pane_id, "-active")
+                pane.set_class(other != pane_id, "-inactive")
         if focus:
             self._focusing = pane_id
             self.set_focus(self.pane(pane_id).body)  # at once: keys already queued behind this one go there
