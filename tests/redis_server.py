@@ -10,28 +10,18 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Self
 
+from console.stack_batch import redis_answers
 from tests.server_process import ServerProcess, free_port
 
 MISSING = (
     "redis-server is missing: install it with `apt-get install redis-server` (make test does this when run as root)"
 )
-
-
-def _pings(port: int) -> bool:
-    """True when a server on ``port`` answers PING (raw RESP, so this needs no client library)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 class RedisServer(ServerProcess):
@@ -76,7 +66,7 @@ class RedisServer(ServerProcess):
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
-        while not _pings(self.port):
+        while not redis_answers(self.port):
             if self.proc.poll() is not None:
                 code = self.proc.returncode
                 raise RuntimeError(f"redis-server exited with {code} on port {self.port}:\n{self._tail()}")

@@ -26,7 +26,7 @@ from services.batch.store import BatchStore, QueueFull
 from services.batch.validate import BodyRefused, InvalidFile, parse_input
 from services.gateway.control import ControlPlane
 from services.gateway.errors import ClientGone, RequestError, error_body
-from services.gateway.intake import BodyError, loads_strict, parse_request
+from services.gateway.intake import loads_strict, parse_request, read_limited
 from services.gateway.keys import ClientKey
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.runtime import Gateway
@@ -51,28 +51,6 @@ def _json(status: int, value: Any) -> Answer:
 
 def not_found(what: str, ident: str) -> RequestError:
     return RequestError(404, f"No such {what}: '{ident[:100]}'", code="not_found")
-
-
-async def read_limited(receive: Receive, max_bytes: int, timeout_s: float) -> bytes:
-    """The whole body, refused with 413 past ``max_bytes`` and 408 when it is not in within ``timeout_s``."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientGone
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > max_bytes:
-                    raise BodyError(413, f"request body larger than {max_bytes} bytes", code="request_too_large")
-                chunks.append(chunk)
-                if not message.get("more_body"):
-                    return b"".join(chunks)
-    except TimeoutError:
-        raise BodyError(408, f"the request body did not arrive within {timeout_s:g} s",
-                        code="request_timeout") from None
 
 
 class BatchAPI:

@@ -44,18 +44,26 @@ class BodyError(RequestError):
 
 
 async def read_body(receive: Receive, limits: Limits, metrics: GatewayMetrics) -> bytes:
-    """The whole body, refused with 413 as soon as it passes ``max_body_bytes`` and with 408 when it has
-    not fully arrived within ``body_read_timeout_s``. Raises ClientGone when the client disconnects."""
+    """A completion request's body within ``limits``; each refusal is counted in the metrics."""
+    return await read_limited(receive, limits.max_body_bytes, limits.body_read_timeout_s,
+                              lambda reason: metrics.child("refused", reason).inc())
+
+
+async def read_limited(receive: Receive, max_bytes: int, timeout_s: float,
+                       refused: Callable[[str], object] = lambda reason: None) -> bytes:
+    """The whole body, refused with 413 as soon as it passes ``max_bytes`` and with 408 when it has not fully
+    arrived within ``timeout_s`` (``refused`` hears "too_large" or "body_timeout" first). Raises ClientGone when
+    the client disconnects."""
     try:
-        async with asyncio.timeout(limits.body_read_timeout_s):
-            return await _read(receive, limits.max_body_bytes, metrics)
+        async with asyncio.timeout(timeout_s):
+            return await _read(receive, max_bytes, refused)
     except TimeoutError:
-        metrics.child("refused", "body_timeout").inc()
-        raise BodyError(408, f"the request body did not arrive within {limits.body_read_timeout_s:g} s",
+        refused("body_timeout")
+        raise BodyError(408, f"the request body did not arrive within {timeout_s:g} s",
                         code="request_timeout") from None
 
 
-async def _read(receive: Receive, max_bytes: int, metrics: GatewayMetrics) -> bytes:
+async def _read(receive: Receive, max_bytes: int, refused: Callable[[str], object]) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -65,7 +73,7 @@ async def _read(receive: Receive, max_bytes: int, metrics: GatewayMetrics) -> by
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
-            metrics.child("refused", "too_large").inc()
+            refused("too_large")
             raise BodyError(413, f"request body larger than {max_bytes} bytes", code="request_too_large")
         if not message.get("more_body"):
             return b"".join((*chunks, chunk)) if chunks else chunk

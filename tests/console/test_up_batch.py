@@ -16,11 +16,10 @@ import pytest
 import yaml
 
 from console.stack import run_stack
-from console.stack_batch import BATCH_CONFIG, WORKER_TOKEN_FILE
+from console.stack_batch import BATCH_CONFIG, WORKER_TOKEN_FILE, redis_answers
 from console.statedir import CLIENT_KEY
 from tests.batch_workers import chat_line, jsonl
 from tests.gateway_harness import free_port, openai_target
-from tests.redis_server import _pings
 
 TOKEN_VARIABLES = ("SWITCHBOARD_ADMIN_TOKEN", "SWITCHBOARD_VIEWER_TOKEN", "SWITCHBOARD_WORKER_TOKEN")
 WITHIN_S = 120.0
@@ -77,7 +76,7 @@ def test_up_runs_redis_and_a_worker_and_an_sdk_batch_completes(stack: tuple[Path
     assert "batch queue: redis-server on 127.0.0.1:" in out and "starting one batch worker" in out
     assert seen["custom_ids"] == [f"c{i}" for i in range(5)]
     port = int(seen["redis_url"].rsplit(":", 1)[1].split("/")[0])
-    assert not _pings(port), "redis-server stops with the stack"
+    assert not redis_answers(port), "redis-server stops with the stack"
     assert (state / "redis").is_dir() and any((state / "redis").iterdir())  # its append-only file
     assert "stopped" in (state / "worker.log").read_text()  # the worker drained and exited on SIGTERM
 
