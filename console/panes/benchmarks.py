@@ -170,7 +170,7 @@ def comparison(marked: tuple[str, ...], results: dict[str, BenchResult]) -> Rend
     table.add_column("B/A", justify="right", no_wrap=True)
     table.add_column("", no_wrap=True)
     for line in compare_lines(a, b):
-        table.add_row(line.metric, line.a, line.b, line.ratio, Text(line.verdict, style=VERDICT_STYLE.get(
+        table.add_row(safe_text(line.metric), line.a, line.b, line.ratio, Text(line.verdict, style=VERDICT_STYLE.get(
             line.verdict, "")))
     return table
 

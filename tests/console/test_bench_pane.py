@@ -14,11 +14,11 @@ from textual.widgets import Static
 
 from console.app import PANE_IDS, create_app
 from console.contexts import Context
-from console.panes.benchmarks import BenchmarksPane
+from console.panes.benchmarks import BenchmarksPane, comparison
 from console.screens import HelpScreen
 from console.sources.poller import Health, Observed
 from services.bench.store import RunStore
-from tests.console.bench_data import BenchPaneApp, bench_runs, sample_runs
+from tests.console.bench_data import CLEAR_SCREEN, BenchPaneApp, bench_runs, metrics, result, sample_runs
 from tests.console.pilot_helpers import wait_for
 from tests.console.sample_data import NOW
 
@@ -86,6 +86,14 @@ async def test_strings_from_results_are_drawn_escaped() -> None:
         assert "evil␛[2Jmodel" in text and "boom␛[2J␇" in text
         assert "\x1b[2J" not in text and "\x07" not in text
         assert "\x1b[2J" not in app.export_screenshot()
+
+
+def test_a_metric_named_by_a_result_file_is_drawn_escaped_in_the_comparison() -> None:
+    """A Job's pod log or vLLM's own file names the metrics: a hostile key must not reach the terminal raw."""
+    hostile = result("pod", metrics(1.0, 100.0, 200.0, 20.0, **{f"p9{CLEAR_SCREEN}\x07_ttft_ms": 5.0}))
+    text = plain(comparison(("a", "b"), {"a": result("a", metrics(1.0, 100.0, 200.0, 20.0)), "b": hostile}))
+    assert "p9␛[2J␇_ttft_ms" in text
+    assert "\x1b" not in text and "\x07" not in text
 
 
 async def test_empty_waiting_and_failing_stores_say_so() -> None:
