@@ -21,6 +21,7 @@ from services.bench.runner_job import BEGIN, DEFAULT_IMAGE, END, SCRIPT, JobBenc
 from services.bench.runners import Progress, get_runner
 from services.bench.spec import BenchSpec, JsonlDataset, RandomDataset
 from services.kubesim.controllers.base import Settings
+from tests.clock import Clock
 from tests.contract.conftest import NAMESPACE, Cluster, add_ready_node, node
 from tests.waiting import until
 
@@ -52,19 +53,9 @@ RESULT = {"date": "20261130-075012", "endpoint_type": "openai", "backend": "open
           "p50_e2el_ms": 3616.3, "p90_e2el_ms": 4775.3, "p99_e2el_ms": 4811.3}
 
 
-class Clock:
-    """kubesim's controllers' clock: a Job's pod runs until the test moves it past the run time."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(0.0)
 
 
 @pytest.fixture

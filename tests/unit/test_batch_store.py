@@ -15,6 +15,7 @@ import pytest
 
 from services.batch.formats import result_line
 from services.batch.store import GROUP, BatchStore, QueuedRequest, QueueFull
+from tests.clock import Clock
 from tests.redis_server import RedisServer
 from tests.server_process import free_port
 
@@ -23,14 +24,6 @@ from tests.server_process import free_port
 def server() -> Iterator[RedisServer]:
     with RedisServer() as running:
         yield running
-
-
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def settings(**overrides: Any) -> SimpleNamespace:
@@ -46,7 +39,7 @@ def requests(n: int) -> list[QueuedRequest]:
 
 def run(server: RedisServer, body, **overrides: Any) -> Any:  # type: ignore[no-untyped-def]
     async def main() -> Any:
-        store = BatchStore.from_url(server.url, settings(**overrides), clock=Clock())
+        store = BatchStore.from_url(server.url, settings(**overrides), clock=Clock(1_800_000_000.0))
         try:
             return await body(store)
         finally:

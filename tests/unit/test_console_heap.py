@@ -5,14 +5,7 @@ from __future__ import annotations
 import gc
 
 from console.heap import AT_MOST_S, EVERY_S, IDLE_S, QuietCollector
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Clock
 
 
 def test_a_full_pass_waits_for_an_idle_operator_and_never_more_than_at_most_s() -> None:

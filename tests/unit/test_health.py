@@ -2,14 +2,7 @@
 
 from services.gateway.config import Breaker, Health
 from services.gateway.health import BreakerState, ErrorClass, TargetHealth
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Clock
 
 
 def make(clock: Clock) -> TargetHealth:
@@ -18,7 +11,7 @@ def make(clock: Clock) -> TargetHealth:
 
 
 def test_breaker_waits_for_the_minimum_sample_then_opens() -> None:
-    clock = Clock()
+    clock = Clock(500.0)
     health = make(clock)
     for _ in range(3):
         health.on_attempt_start()
@@ -29,7 +22,7 @@ def test_breaker_waits_for_the_minimum_sample_then_opens() -> None:
 
 
 def test_open_then_one_half_open_probe_then_closed_on_success() -> None:
-    clock = Clock()
+    clock = Clock(500.0)
     health = make(clock)
     for _ in range(4):
         health.on_failure(ErrorClass.SERVER)
@@ -46,7 +39,7 @@ def test_open_then_one_half_open_probe_then_closed_on_success() -> None:
 
 
 def test_failed_probe_reopens_for_another_cooldown() -> None:
-    clock = Clock()
+    clock = Clock(500.0)
     health = make(clock)
     for _ in range(4):
         health.on_failure(ErrorClass.CONNECT)
@@ -59,7 +52,7 @@ def test_failed_probe_reopens_for_another_cooldown() -> None:
 
 
 def test_client_errors_do_not_count_against_health() -> None:
-    clock = Clock()
+    clock = Clock(500.0)
     health = make(clock)
     for _ in range(10):
         health.on_failure(ErrorClass.CLIENT)
@@ -67,7 +60,7 @@ def test_client_errors_do_not_count_against_health() -> None:
 
 
 def test_error_window_rolls_off_old_failures() -> None:
-    clock = Clock()
+    clock = Clock(500.0)
     health = make(clock)
     health.on_failure(ErrorClass.SERVER)
     health.on_success(0.01)
@@ -78,7 +71,7 @@ def test_error_window_rolls_off_old_failures() -> None:
 
 
 def test_cooldown_blocks_until_it_expires_and_never_shortens() -> None:
-    clock = Clock()
+    clock = Clock(500.0)
     health = make(clock)
     health.cool_down(3, "rate_limit")
     health.cool_down(1, "rate_limit")
@@ -89,7 +82,7 @@ def test_cooldown_blocks_until_it_expires_and_never_shortens() -> None:
 
 
 def test_snapshot_reports_percentiles_and_rate() -> None:
-    clock = Clock()
+    clock = Clock(500.0)
     health = make(clock)
     for ms in range(1, 101):
         health.on_success(ms / 1000)
@@ -99,7 +92,7 @@ def test_snapshot_reports_percentiles_and_rate() -> None:
 
 
 def test_ttft_and_total_latency_are_kept_apart() -> None:
-    clock = Clock()
+    clock = Clock(500.0)
     health = make(clock)
     for ms in range(1, 101):
         health.on_first_token(ms / 10000)  # 0.1 .. 10 ms to the first chunk
@@ -114,7 +107,7 @@ def test_ttft_and_total_latency_are_kept_apart() -> None:
 
 
 def test_a_stream_that_fails_after_its_first_token_is_a_failure_with_a_ttft() -> None:
-    clock = Clock()
+    clock = Clock(500.0)
     health = make(clock)
     health.on_first_token(0.02)
     health.on_failure(ErrorClass.CONNECT)
@@ -124,7 +117,7 @@ def test_a_stream_that_fails_after_its_first_token_is_a_failure_with_a_ttft() ->
 
 
 def test_client_errors_leave_no_trace_on_health() -> None:
-    clock = Clock()
+    clock = Clock(500.0)
     health = make(clock)
     for _ in range(10):
         health.on_attempt_start()

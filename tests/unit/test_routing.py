@@ -9,16 +9,9 @@ from services.gateway.config import example_config_path, load_config
 from services.gateway.context import RoutingContext
 from services.gateway.health import ErrorClass, TargetHealth
 from services.gateway.routing import NoTargetError, Router
+from tests.clock import Clock
 
 GPT4, MINI, CLAUDE, LOCAL = "openai/gpt-4o", "openai/gpt-4o-mini", "anthropic/claude-sonnet", "vllm-local/smollm2"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

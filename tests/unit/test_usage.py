@@ -11,16 +11,9 @@ import pytest
 from services.gateway.keys import ClientKey
 from services.gateway.state.sqlite_store import SQLiteStore
 from services.gateway.usage import UsageMeter, period_end, period_start
+from tests.clock import Clock
 
 MINUTE_0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC).timestamp()  # a Monday, at a minute boundary
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def key(**limits: object) -> ClientKey:
