@@ -1,4 +1,4 @@
-"""Shared fixtures: stand-in upstreams and gateways on loopback, stopped after each test."""
+"""Shared fixtures: stand-in upstreams, gateways and a redis-server on loopback, stopped after each test."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from tests import gateway_harness
 from tests.gateway_harness import RunningGateway
+from tests.redis_server import RedisServer
 from tests.standins import Standin
 
 
@@ -24,6 +25,13 @@ def standin() -> Iterator[Callable[..., Standin]]:
     yield make
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server of the test's own (modules that share one across their tests define a module-scoped one)."""
+    with RedisServer() as running:
+        yield running
 
 
 @pytest.fixture

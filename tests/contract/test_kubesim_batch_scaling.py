@@ -9,7 +9,7 @@ import asyncio
 import copy
 import json
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +67,6 @@ def test_the_shipped_scaledobject_is_valid_against_the_keda_crd() -> None:
 @pytest.fixture
 def sim(kube: Callable[..., Cluster]) -> Sim:
     return Sim(kube)
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as running:
-        yield running
 
 
 def in_test(redis_server: RedisServer, prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -7,7 +7,7 @@ runs on kubesim's loop beside the ticks, so the tests step and wait on what the 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -85,12 +85,6 @@ class Sim:
 @pytest.fixture
 def sim(kube: Callable[..., Cluster]) -> Sim:
     return Sim(kube)
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as running:
-        yield running
 
 
 def scaled_object(name: str, target: str, triggers: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:

@@ -26,12 +26,6 @@ FINAL = ("completed", "failed", "expired", "cancelled")
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as running:
-        yield running
-
-
-@pytest.fixture
 def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
     started: list[WorkerProcess] = []
     yield started

@@ -23,15 +23,8 @@ from tests.gateway_harness import (
     auth,
     openai_target,
 )
-from tests.redis_server import RedisServer
 
 MESSAGES = [{"role": "user", "content": "hello"}]
-
-
-@pytest.fixture
-def redis_server():
-    with RedisServer() as server:
-        yield server
 
 
 def config(a, b, state: dict) -> dict:
