@@ -104,10 +104,13 @@ class Tmux:
 
     def wait_for(self, condition: Callable[[str], bool], what: str, within_s: float = 10.0,
                  every_s: float = 0.05) -> str:
+        """The first screen for which ``condition`` holds, captured twice alike: tmux may be captured while it is
+        still taking in a frame (the new title already drawn, the rows under it not yet), and a test must not
+        read such a torn frame as the console's state."""
         deadline = time.monotonic() + within_s
         while True:
             text = self.screen()
-            if condition(text):
+            if condition(text) and self.screen() == text:
                 return text
             if time.monotonic() > deadline:
                 raise AssertionError(f"the console never showed {what}; the screen was:\n{text}")
