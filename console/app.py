@@ -302,6 +302,12 @@ class SwitchboardApp(App[int]):
     def pane(self, pane_id: str) -> Pane:
         return self.query_one(f"#{pane_id}", Pane)
 
+    @property
+    def drawable(self) -> bool:
+        """Mounted and not shutting down: Textual stops running before it prunes the widgets, and a
+        timer or a queued message can still fire between the two."""
+        return self._mounted and self.is_running
+
     def on_load(self) -> None:
         """Polls start before the widgets exist, so the first answers race Textual's start-up, not follow it."""
         if self.poll:
@@ -349,7 +355,7 @@ class SwitchboardApp(App[int]):
 
     def receive(self, observed: Observed[Any]) -> None:
         """The pollers' ``on_update``: the one way snapshots enter the app (tests use it too)."""
-        if self._mounted and self.is_running:
+        if self.drawable:
             self.post_message(SourceUpdate(observed))
         elif not self._mounted:  # before the first frame: kept, and drawn on mount
             self.ingest(observed)
@@ -405,7 +411,7 @@ class SwitchboardApp(App[int]):
 
     def redraw(self, source: str) -> None:
         """Redraw the panes fed by ``source`` from the snapshot shown; a pane that fails says so in its title."""
-        if not self._mounted:
+        if not self.drawable:
             return
         now = self.clock()
         observed = self.snapshots.get(source)
@@ -495,13 +501,12 @@ class SwitchboardApp(App[int]):
             self._activate(node.id, focus=False)
 
     def on_keyed_table_row_highlighted(self) -> None:
-        try:
-            self._update_bindings()
-        except NoMatches:  # a highlight queued before shutdown, arriving after the panes are gone
-            pass
+        self._update_bindings()
 
     def _update_bindings(self) -> None:
         """Refresh key bar and key states only when what the preconditions look at changed (cheap polls)."""
+        if not self.drawable:
+            return  # a highlight or a tick queued before shutdown, arriving after the panes are gone
         key = (self.action_state(), self.writing, self.active_pane, isinstance(self.screen, ModalScreen))
         if key != self._bindings_key:
             self._bindings_key = key

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from textual.widget import Widget
 
 from console.app import SwitchboardApp, create_app
 from console.panes import AuditPane, EnginePane, ProvidersPane, RoutingPane
@@ -276,3 +277,21 @@ async def test_notices_show_server_messages_escaped() -> None:
         drawn = " ".join(str(toast.render()) for toast in app.screen.query("Toast"))
         assert "\x1b" not in drawn and "\u202e" not in drawn and "\x07" not in drawn
         assert "Refused␛[2J" in drawn and "refused: boom␛[2J␛]0;PWNED␇" in drawn
+
+
+async def test_a_tick_that_fires_while_the_app_shuts_down_draws_nothing_and_raises_nothing() -> None:
+    """Textual prunes the widgets one by one after it stops running; the 1 s timer and queued highlights can
+    still fire in between (a CI run saw the tick look for a key bar already gone)."""
+    seen: list[bool] = []
+    app = snapshot_app()
+
+    class LastToGo(Widget):
+        def on_unmount(self) -> None:
+            seen.append(bool(app.screen.query("KeyBar")) or not app.screen.query("Pane"))
+            app._bindings_key = None  # as when the last poll changed what the keys depend on
+            app._tick()
+            app.on_keyed_table_row_highlighted()
+
+    async with app.run_test(size=SIZE):
+        await app.query_one("#panes").mount(LastToGo())
+    assert seen == [False], "the probe must be pruned after the key bar and before the panes, or it proves nothing"
