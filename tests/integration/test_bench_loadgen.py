@@ -9,6 +9,7 @@ there was seen to hold a short run's chunks back ~100 ms: the timing runs warm u
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 from collections.abc import Callable
 from typing import Any
@@ -98,6 +99,27 @@ def test_a_request_rate_spreads_sends_over_num_prompts_over_rate(standin: Callab
     assert result.metrics["duration"] >= 40 / 50.0 - 0.01  # the last request goes out at 0.8 s
     assert seen and seen[-1].phase == "done" and seen[-1].done == 40 and seen[-1].total == 40
     assert result.metrics["send_lag_p50_ms"] >= 0.0
+
+
+def test_full_collections_are_off_while_requests_go_out_and_come_back_after(standin: Callable[..., Standin]) -> None:
+    """A full pass walks every record and body planned for the run: 45-90 ms at 16,000 requests, a hundred late
+    sends. Young collections go on; the thresholds the process had come back, also after a cancel."""
+    server = standin(reply=REPLY)
+    before = gc.get_threshold()
+    during: list[tuple[int, int, int]] = []
+
+    def on_progress(progress: Progress) -> None:
+        if progress.phase == "run":
+            during.append(gc.get_threshold())
+
+    asyncio.run(loadgen.run(spec_for(server, num_prompts=30, request_rate=60.0), on_progress, None))
+    assert during, "the run reported no progress while sending"
+    assert all(t[:2] == before[:2] and t[2] >= 1_000_000 for t in during), during
+    assert gc.get_threshold() == before
+    cancel = asyncio.Event()
+    cancel.set()
+    asyncio.run(loadgen.run(spec_for(server, num_prompts=30, request_rate=60.0), None, cancel))
+    assert gc.get_threshold() == before
 
 
 def test_cancel_stops_sending_at_once_and_closes_streams_in_flight(standin: Callable[..., Standin]) -> None:
