@@ -477,11 +477,14 @@ class SwitchboardApp(App[int]):
 
     def _activate(self, pane_id: str, focus: bool = True) -> None:
         self.active_pane = pane_id
-        with self.batch_update():  # one layout for the four class changes, not one each
+        with self.batch_update():  # one layout for the class changes, not one each
             for other in PANE_IDS:
-                pane = self.pane(other)
-                pane.set_class(other == pane_id, "-active")
-                pane.set_class(other != pane_id, "-inactive")
+                pane, active = self.pane(other), other == pane_id
+                if pane.has_class("-active") != active or pane.has_class("-inactive") == active:
+                    # Each styled class change restyles the pane's whole subtree: one restyle for the pair.
+                    pane.set_class(active, "-active", update=False)
+                    pane.set_class(not active, "-inactive", update=False)
+                    pane.update_node_styles()
         if focus:
             self._focusing = pane_id
             self.set_focus(self.pane(pane_id).body)  # at once: keys already queued behind this one go there
