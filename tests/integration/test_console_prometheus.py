@@ -43,6 +43,7 @@ FAST_CYCLES = 30  # of 10 requests: 7 answered, two 500s, one cut connection
 FAST_PATTERN = (Fault.ok(),) * 7 + (Fault.status(500), Fault.status(500), Fault.cut())
 SENT_ERRORS = FAST_CYCLES * 3
 SENT_ATTEMPTS = SLOW_REQUESTS + FAST_CYCLES * len(FAST_PATTERN)
+SETTLED_SAMPLES = 40  # per series: 10 s of scrapes at 0.25 s
 
 
 def replica_config(upstream: Standin) -> dict[str, Any]:
@@ -62,6 +63,17 @@ def send(url: str, count: int, workers: int) -> list[int]:
     with httpx.Client(timeout=30) as client, ThreadPoolExecutor(workers) as pool:
         return list(pool.map(lambda _: client.post(url + "/v1/chat/completions", json=body).status_code,
                              range(count)))
+
+
+def settle(prometheus: PrometheusServer) -> None:
+    """Waits until every request series has ``SETTLED_SAMPLES`` samples in the window.
+
+    ``rate`` extrapolates each series past its first and last samples by up to 1.5 scrape intervals, in proportion
+    to the span it has samples for, and each replica is scraped at its own moments. Right after quick traffic that
+    span is about a second, and the two replicas' factors can differ by a third: a CI run read 28.9% for 25% sent.
+    Over ten seconds of samples the difference stays under 4%, a fraction of a point on the error rate."""
+    prometheus.wait_for("min(count_over_time(switchboard_upstream_requests_total[1m]))",
+                        lambda v: bool(v) and v[0] >= SETTLED_SAMPLES)
 
 
 def cycling(faults: tuple[Fault, ...]) -> Callable[[], Fault]:
@@ -114,6 +126,7 @@ def test_error_rate_and_p99_across_two_replicas_match_what_was_sent(
         assert slow_codes.count(200) == SLOW_REQUESTS and fast_codes.count(200) == FAST_CYCLES * 7
         assert (len(slow.requests), len(fast.requests)) == (1 + SLOW_REQUESTS, 3 + FAST_CYCLES * len(FAST_PATTERN))
         prometheus.wait_for("sum(switchboard_upstream_requests_total)", lambda v: v == [4.0 + SENT_ATTEMPTS])
+        settle(prometheus)
 
         client = PrometheusClient(prometheus.url, timeout_s=10, window="5m")
         try:
@@ -145,6 +158,7 @@ def test_a_prometheus_context_feeds_the_providers_pane_from_prometheus(
         send(fast_gw.url, 20, 2)
         send(slow_gw.url, 20, 4)
         prometheus.wait_for("sum(switchboard_upstream_requests_total)", lambda v: v == [43.0])
+        settle(prometheus)
         context = console_context(slow_gw, prometheus_url=prometheus.url, timeout_s=5.0)  # type: ignore[arg-type]
 
         async def watch() -> None:
