@@ -330,6 +330,7 @@ class KubeSource:
         self.simulated = False
         self.watches: list[KindWatch] = []
         self._changed = threading.Event()
+        self._identified = threading.Event()  # the server has said whether it is kubesim (or could not say)
         self._config_error: str | None = None
         self._last: Observed[KubeSnapshot] = Observed("kubernetes")
         self._task: asyncio.Task[None] | None = None
@@ -367,6 +368,8 @@ class KubeSource:
         now = time.monotonic() if now is None else now
         if self._config_error is not None:
             return Observed("kubernetes", None, None, Health.DOWN, self._config_error)
+        if not self._identified.is_set():  # LIVE data must not call a simulated cluster real, even for a moment
+            return Observed("kubernetes", None, None, Health.WAITING, None)
         states = {w.kind.key: w.state for w in self.watches}
         data = KubeSnapshot(self.context or "", self.server, self.namespace, states, self.simulated)
         failing = [s for s in states.values() if s.error and s.failing_since is not None]
@@ -395,10 +398,11 @@ class KubeSource:
 
     def _detect_simulated(self) -> None:
         """kubesim marks every answer; the header then shows SIMULATED so nobody mistakes it for production."""
-        if self.api is None:
-            return
         try:
-            response = client.VersionApi(self.api).get_code(_preload_content=False, _request_timeout=self.timeout_s)
-        except Exception:
-            return  # the watches report the failure
-        self.simulated = response.headers.get(SIMULATED_HEADER, "").lower() == "true"
+            if self.api is not None:
+                with contextlib.suppress(Exception):  # the watches report the failure
+                    response = client.VersionApi(self.api).get_code(_preload_content=False,
+                                                                     _request_timeout=self.timeout_s)
+                    self.simulated = response.headers.get(SIMULATED_HEADER, "").lower() == "true"
+        finally:
+            self._identified.set()

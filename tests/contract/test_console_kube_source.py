@@ -4,6 +4,7 @@ list then one watch per kind, resume and relist on 410, absent kinds, DOWN with 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,28 @@ def test_says_it_is_talking_to_a_simulated_cluster(cluster: Cluster) -> None:
             snapshot = await until("data", lambda: (s := source.snapshot()).data is not None and s)
             assert snapshot.data.server == cluster.sim.url
             assert snapshot.data.context == "kubesim"
+        finally:
+            await source.stop()
+
+    run(body)
+
+
+@pytest.mark.kubesim_only(reason="kubesim's SIMULATED mark")
+def test_no_snapshot_is_live_before_the_server_said_whether_it_is_simulated(cluster: Cluster) -> None:
+    """The identity check runs on the console's loop; the watches on their threads. Holding the loop until every kind
+    is listed puts the lists first (a CI run saw it happen by chance): the snapshot waits for the identity rather than
+    call a simulated cluster real."""
+    async def body() -> None:
+        source = KubeSource(str(cluster.kubeconfig), "kubesim", NAMESPACE, lambda _: None, interval_s=0.05)
+        source.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not all(w.state.listed for w in source.watches):  # blocking on purpose: the loop waits too
+                assert time.monotonic() < deadline, "the kinds were not listed within 30 s"
+                time.sleep(0.01)  # noqa: ASYNC251 - holding the loop is the point of the test
+            assert source.snapshot().health is Health.WAITING
+            snapshot = await until("LIVE", lambda: (s := source.snapshot()).health == Health.LIVE and s)
+            assert snapshot.data is not None and snapshot.data.simulated
         finally:
             await source.stop()
 
