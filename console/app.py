@@ -28,7 +28,6 @@ from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Container
-from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widget import Widget
@@ -369,14 +368,14 @@ class SwitchboardApp(App[int]):
         self.received[observed.source] = observed
         if not self.paused:
             self.show_snapshot(observed)
-        elif self._mounted:
+        else:
             self._render_header()
 
     def show_snapshot(self, observed: Observed[Any]) -> None:
         self.snapshots[observed.source] = observed
         if observed.source == "gateway" and observed.health is Health.LIVE and observed.data is not None:
             self.history.record(observed.data, observed.fetched_at)
-        if self._mounted:
+        if self.drawable:  # before the first frame the snapshot waits for on_mount's draw
             self.redraw(observed.source)
             if observed.source == KUBE_SOURCE:
                 self._render_header()  # the context's name and the SIMULATED mark come with the first snapshot
@@ -418,10 +417,7 @@ class SwitchboardApp(App[int]):
         for spec in PANES:
             if source != spec.source and source not in spec.also:
                 continue
-            try:
-                pane = self.pane(spec.id)
-            except NoMatches:  # the app is shutting down and its panes are gone; a late snapshot has no place
-                return
+            pane = self.pane(spec.id)
             try:
                 spec.show(self, pane, observed, now)
             except Exception as exc:
@@ -445,6 +441,8 @@ class SwitchboardApp(App[int]):
         await super().on_event(event)
 
     def _render_header(self) -> None:
+        if not self.drawable:
+            return
         c = self.context
         header = Text.assemble((" Switchboard ", "bold"), context_badge(c.name, c.color, c.prod))
         header.append(clean(f" {c.admin_url}"))  # local config, but copied from anywhere: drawn safe all the same
@@ -467,10 +465,7 @@ class SwitchboardApp(App[int]):
                 header.append(" newer data held", style="italic")
         if header == self._header:
             return  # Static.update lays the whole screen out again: not on every cluster snapshot
-        try:
-            self.query_one("#context-bar", Static).update(header)
-        except NoMatches:
-            return
+        self.query_one("#context-bar", Static).update(header)
         self._header = header
 
     # ---- panes and selection --------------------------------------------------------------------
@@ -558,13 +553,10 @@ class SwitchboardApp(App[int]):
 
     def action_state(self) -> ActionState:
         state = self.state
-        try:
-            pool, target = self.selection() if self._mounted else (None, None)
-            release = self.selected_release() if self._mounted else None
-            rollout = self.selected_rollout() if self._mounted else None
-            batch = self.selected_batch() if self._mounted else None
-        except NoMatches:  # shutting down: the panes are gone while Textual still asks which keys apply
-            (pool, target), release, rollout, batch = (None, None), None, None, None
+        (pool, target), release, rollout, batch = (None, None), None, None, None
+        if self.drawable:  # before mount and while shutting down Textual still asks which keys apply; no panes
+            pool, target = self.selection()
+            release, rollout, batch = self.selected_release(), self.selected_rollout(), self.selected_batch()
         drained = False
         if state is not None and target is not None:
             drained = next((t.drained for t in state.targets if t.name == target), False)
